@@ -1,0 +1,6 @@
+//! The CPU path: training with rayon over rows.
+
+mod backend;
+pub mod ops;
+
+pub use backend::CpuBackend;

@@ -1,0 +1,1 @@
+//! Reader for the IDX format of MNIST and Fashion-MNIST.

@@ -1,0 +1,1 @@
+//! The classic MNIST splits from IDX files or the pickle.

@@ -1,0 +1,1 @@
+//! Reader for the classic `mnist.pkl.gz`.

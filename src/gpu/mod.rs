@@ -1,0 +1,1 @@
+//! The GPU path: WGSL compute kernels through wgpu.

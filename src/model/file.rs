@@ -1,0 +1,217 @@
+//! Model files in the safetensors format.
+//!
+//! A file holds two f32 tensors, `weight` (`d x k`) and `bias` (`k`), and
+//! string metadata: `format` (`wgpu-learn`), `format_version`, `model`
+//! (`logistic_regression`), `classes` and `input_shape` (JSON, such as `[28,28]`).
+
+use super::LogisticRegression;
+use crate::error::{Error, Result};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::Path;
+
+/// Version written to the `format_version` metadata entry.
+pub const MODEL_FORMAT_VERSION: u32 = 1;
+
+const FORMAT_NAME: &str = "wgpu-learn";
+const MODEL_KIND: &str = "logistic_regression";
+
+/// Writes `model` to `path` as safetensors.
+///
+/// The bytes go to a temporary file in the same directory, which is flushed to
+/// disk and then renamed over `path`, so a failure part way leaves any
+/// previous file at `path` as it was.
+///
+/// # Errors
+/// [`Error::Io`] naming the path if the directory does not exist or cannot be
+/// written.
+pub fn save_model(model: &LogisticRegression, path: &Path) -> Result<()> {
+    let bytes = encode(model)?;
+    write_atomically(path, |file| file.write_all(&bytes))
+}
+
+/// Writes a file through a temporary file and a rename; `write` fills the
+/// temporary file.
+pub(crate) fn write_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> Result<()> {
+    let directory = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    let mut temporary = tempfile::Builder::new()
+        .prefix(".wgpu-learn-")
+        .suffix(".tmp")
+        .tempfile_in(directory)
+        .map_err(|source| Error::io("creating a temporary file in", directory, source))?;
+    write(temporary.as_file_mut()).map_err(|source| Error::io("writing", path, source))?;
+    temporary
+        .as_file()
+        .sync_all()
+        .map_err(|source| Error::io("writing", path, source))?;
+    temporary
+        .persist(path)
+        .map_err(|error| Error::io("renaming the temporary file to", path, error.error))?;
+    Ok(())
+}
+
+fn encode(model: &LogisticRegression) -> Result<Vec<u8>> {
+    let weight: &[f32] = model.weights.as_slice().expect("weights are standard layout");
+    let bias: &[f32] = model.bias.as_slice().expect("bias is contiguous");
+    let weight_bytes: &[u8] = bytemuck::cast_slice(weight);
+    let bias_bytes: &[u8] = bytemuck::cast_slice(bias);
+    let to_error = |error: safetensors::SafeTensorError| Error::Shape {
+        reason: format!("cannot encode the model: {error}"),
+    };
+    let tensors = [
+        (
+            "weight",
+            TensorView::new(Dtype::F32, vec![model.n_features(), model.n_classes()], weight_bytes)
+                .map_err(to_error)?,
+        ),
+        (
+            "bias",
+            TensorView::new(Dtype::F32, vec![model.n_classes()], bias_bytes).map_err(to_error)?,
+        ),
+    ];
+    let metadata = HashMap::from([
+        ("format".to_string(), FORMAT_NAME.to_string()),
+        ("format_version".to_string(), MODEL_FORMAT_VERSION.to_string()),
+        ("model".to_string(), MODEL_KIND.to_string()),
+        ("classes".to_string(), model.n_classes().to_string()),
+        (
+            "input_shape".to_string(),
+            serde_json::to_string(&model.sample_shape).expect("a list of integers serialises"),
+        ),
+    ]);
+    safetensors::serialize(tensors, Some(metadata)).map_err(to_error)
+}
+
+/// Reads a model written by [`save_model`].
+///
+/// # Errors
+/// [`Error::Io`] if the file cannot be read, [`Error::ModelFile`] if it is not
+/// a safetensors file, was written by something else, or its tensors disagree
+/// with its metadata.
+pub fn load_model(path: &Path) -> Result<LogisticRegression> {
+    let bytes = std::fs::read(path).map_err(|source| Error::io("reading model file", path, source))?;
+    decode(&bytes).map_err(|reason| Error::ModelFile {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
+fn decode(bytes: &[u8]) -> std::result::Result<LogisticRegression, String> {
+    if bytes.is_empty() {
+        return Err("the file is empty; train a model first with `wgpu-learn train`".to_string());
+    }
+    if bytes.starts_with(b"version https://git-lfs") {
+        return Err("this is a Git LFS pointer, not the model; run `git lfs pull` to fetch it".to_string());
+    }
+    let tensors = SafeTensors::deserialize(bytes)
+        .map_err(|error| format!("not a readable safetensors file ({error}); it may be truncated or of another format"))?;
+    let (_, header) = SafeTensors::read_metadata(bytes).map_err(|error| error.to_string())?;
+    let metadata = header.metadata().clone().unwrap_or_default();
+    let entry = |key: &str| {
+        metadata
+            .get(key)
+            .ok_or_else(|| format!("metadata entry `{key}` is missing; the file was not written by wgpu-learn"))
+    };
+    if entry("format")? != FORMAT_NAME {
+        return Err(format!("metadata `format` is `{}`, expected `{FORMAT_NAME}`", entry("format")?));
+    }
+    let version = entry("format_version")?;
+    if version.parse::<u32>().ok() != Some(MODEL_FORMAT_VERSION) {
+        return Err(format!(
+            "format version {version} is not supported; this build reads version {MODEL_FORMAT_VERSION}"
+        ));
+    }
+    if entry("model")? != MODEL_KIND {
+        return Err(format!("model kind `{}` is not supported, expected `{MODEL_KIND}`", entry("model")?));
+    }
+    let classes: usize = entry("classes")?
+        .parse()
+        .map_err(|_| format!("metadata `classes` is `{}`, not an integer", entry("classes").unwrap_or(&String::new())))?;
+    let sample_shape: Vec<usize> = serde_json::from_str(entry("input_shape")?)
+        .map_err(|_| format!("metadata `input_shape` is `{}`, not a list of integers", entry("input_shape").unwrap_or(&String::new())))?;
+    let features: usize = sample_shape.iter().product();
+    if features == 0 || classes < 2 {
+        return Err(format!("metadata gives input shape {sample_shape:?} and {classes} classes; both must be non-empty"));
+    }
+
+    let weights = read_f32(&tensors, "weight", &[features, classes])?;
+    let bias = read_f32(&tensors, "bias", &[classes])?;
+    Ok(LogisticRegression {
+        weights: ndarray::Array2::from_shape_vec((features, classes), weights).expect("shape was checked"),
+        bias: ndarray::Array1::from_vec(bias),
+        sample_shape,
+    })
+}
+
+fn read_f32(tensors: &SafeTensors<'_>, name: &str, shape: &[usize]) -> std::result::Result<Vec<f32>, String> {
+    let tensor = tensors
+        .tensor(name)
+        .map_err(|_| format!("tensor `{name}` is missing"))?;
+    if tensor.dtype() != Dtype::F32 {
+        return Err(format!("tensor `{name}` has dtype {:?}, expected F32", tensor.dtype()));
+    }
+    if tensor.shape() != shape {
+        return Err(format!(
+            "tensor `{name}` has shape {:?} but the metadata implies {shape:?}",
+            tensor.shape()
+        ));
+    }
+    let values: Vec<f32> = tensor
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    if let Some(index) = values.iter().position(|v| !v.is_finite()) {
+        return Err(format!("tensor `{name}` holds a non-finite value at index {index}"));
+    }
+    Ok(values)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn model_round_trips_through_file() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("model.safetensors");
+        let mut model = LogisticRegression::zeros(vec![2, 3], 4);
+        model.weights[[5, 3]] = 1.5;
+        model.bias[1] = -0.25;
+        save_model(&model, &path).unwrap();
+        assert_eq!(load_model(&path).unwrap(), model);
+    }
+
+    #[test]
+    fn failed_write_keeps_previous_file() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("model.safetensors");
+        std::fs::write(&path, b"previous").unwrap();
+        let error = write_atomically(&path, |file| {
+            file.write_all(b"half")?;
+            Err(std::io::Error::other("disk full"))
+        })
+        .unwrap_err();
+        assert!(matches!(error, Error::Io { .. }), "{error:?}");
+        assert_eq!(std::fs::read(&path).unwrap(), b"previous");
+        let leftovers = std::fs::read_dir(directory.path()).unwrap().count();
+        assert_eq!(leftovers, 1, "the temporary file must be removed");
+    }
+
+    #[test]
+    fn rejects_lfs_pointer_and_empty_file() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("model.safetensors");
+        std::fs::write(&path, b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 12\n").unwrap();
+        assert!(load_model(&path).unwrap_err().to_string().contains("Git LFS pointer"));
+        std::fs::write(&path, b"").unwrap();
+        assert!(load_model(&path).unwrap_err().to_string().contains("empty"));
+    }
+}
