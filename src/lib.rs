@@ -10,9 +10,12 @@ pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod model;
+pub mod select;
+pub mod trainer;
 
 pub use backend::{Backend, Batch, Evaluation};
 pub use config::TrainConfig;
 pub use data::{Dataset, Split, Splits};
 pub use error::{Error, Result};
 pub use model::LogisticRegression;
+pub use trainer::{TrainEvent, TrainReport, Trained, Trainer};

@@ -1,1 +1,426 @@
-fn main(){}
+//! The `wgpu-learn` command: train, evaluate and predict from the shell.
+
+use anyhow::{Context, Result};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use wgpu_learn::data::mnist;
+use wgpu_learn::model::{load_model, save_model};
+use wgpu_learn::select::{open_backend, BackendChoice};
+use wgpu_learn::{Split, Splits, TrainConfig, TrainEvent, Trainer};
+
+/// Train classifiers with minibatch SGD on the GPU (wgpu) or the CPU (rayon).
+///
+/// Without a subcommand: train logistic regression on the MNIST copy shipped
+/// in data/mnist with the classic defaults, save best_model.safetensors and
+/// print the predictions for the first 20 test images.
+#[derive(Parser, Debug)]
+#[command(name = "wgpu-learn", version, about, long_about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a model with early stopping and save the best one.
+    Train(TrainArgs),
+    /// Print the error of a saved model on one split.
+    Evaluate(EvaluateArgs),
+    /// Print a saved model's predictions for the first rows of a split.
+    Predict(PredictArgs),
+    /// List the GPU adapters that wgpu finds, with their key limits.
+    Devices,
+}
+
+#[derive(Args, Debug, Clone)]
+struct DataArgs {
+    /// Directory with the four IDX files (train-images-idx3-ubyte,
+    /// train-labels-idx1-ubyte, t10k-images-idx3-ubyte, t10k-labels-idx1-ubyte,
+    /// each optionally gzipped). Default: the MNIST copy in data/mnist.
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+
+    /// Read the splits from a pickle in the layout of the classic
+    /// mnist.pkl.gz instead of an IDX directory.
+    #[arg(long, value_name = "FILE", conflicts_with = "data")]
+    pickle: Option<PathBuf>,
+
+    /// Rows at the end of the IDX training file kept for validation.
+    /// Default: one sixth of the file (10000 of MNIST's 60000).
+    #[arg(long, value_name = "ROWS", conflicts_with = "pickle")]
+    validation_size: Option<usize>,
+}
+
+#[derive(Args, Debug, Clone)]
+struct TrainArgs {
+    #[command(flatten)]
+    data: DataArgs,
+
+    /// SGD learning rate.
+    #[arg(long, default_value_t = 0.13, value_name = "RATE", allow_negative_numbers = true)]
+    learning_rate: f32,
+
+    /// Rows per minibatch.
+    #[arg(long, default_value_t = 600, value_name = "ROWS")]
+    batch_size: usize,
+
+    /// Maximum number of epochs.
+    #[arg(long, default_value_t = 1000, value_name = "EPOCHS")]
+    max_epochs: usize,
+
+    /// Minimum number of minibatch iterations before stopping.
+    #[arg(long, default_value_t = 5000, value_name = "ITERATIONS")]
+    patience: usize,
+
+    /// Relative improvement of the validation error that extends patience:
+    /// a new error below best * THRESHOLD counts.
+    #[arg(long, default_value_t = 0.995, value_name = "THRESHOLD", allow_negative_numbers = true)]
+    improvement_threshold: f64,
+
+    /// Drop incomplete minibatches in training and evaluation, as the
+    /// original tutorial did.
+    #[arg(long)]
+    drop_last: bool,
+
+    /// Where to train: auto (a hardware GPU if found, else the CPU), gpu
+    /// (any GPU adapter, including software ones such as lavapipe) or cpu.
+    #[arg(long, default_value = "auto", value_name = "auto|gpu|cpu")]
+    backend: BackendChoice,
+
+    /// Use the first GPU adapter whose name contains NAME (case-insensitive).
+    #[arg(long, value_name = "NAME")]
+    adapter: Option<String>,
+
+    /// Where to save the best model.
+    #[arg(long, short, default_value = "best_model.safetensors", value_name = "FILE")]
+    output: PathBuf,
+
+    /// Print only the final summary.
+    #[arg(long, short)]
+    quiet: bool,
+}
+
+#[derive(Args, Debug)]
+struct EvaluateArgs {
+    #[command(flatten)]
+    data: DataArgs,
+
+    /// The model file to evaluate.
+    #[arg(long, default_value = "best_model.safetensors", value_name = "FILE")]
+    model: PathBuf,
+
+    /// Which split to evaluate: train, validation or test.
+    #[arg(long, default_value = "test", value_parser = parse_split)]
+    split: Split,
+}
+
+#[derive(Args, Debug)]
+struct PredictArgs {
+    #[command(flatten)]
+    data: DataArgs,
+
+    /// The model file to predict with.
+    #[arg(long, default_value = "best_model.safetensors", value_name = "FILE")]
+    model: PathBuf,
+
+    /// How many rows to predict, from the first.
+    #[arg(long, default_value_t = 20, value_name = "ROWS")]
+    count: usize,
+
+    /// Which split to read rows from: train, validation or test.
+    #[arg(long, default_value = "test", value_parser = parse_split)]
+    split: Split,
+}
+
+fn parse_split(text: &str) -> std::result::Result<Split, String> {
+    match text {
+        "train" => Ok(Split::Train),
+        "validation" | "valid" => Ok(Split::Validation),
+        "test" => Ok(Split::Test),
+        other => Err(format!("unknown split `{other}`; expected train, validation or test")),
+    }
+}
+
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,wgpu_core=error,wgpu_hal=error,naga=error"))
+        .init();
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        None => run_default(),
+        Some(Command::Train(args)) => train(&args).map(|_| ()),
+        Some(Command::Evaluate(args)) => evaluate(&args),
+        Some(Command::Predict(args)) => predict(&args),
+        Some(Command::Devices) => devices(),
+    };
+    if let Err(error) = outcome {
+        eprintln!("error: {error:#}");
+        std::process::exit(1);
+    }
+}
+
+/// Trains with the defaults on the shipped MNIST, then predicts 20 test digits.
+fn run_default() -> Result<()> {
+    let Some(Command::Train(args)) = Cli::parse_from(["wgpu-learn", "train"]).command else {
+        unreachable!("`train` parses to the train subcommand");
+    };
+    let output = train(&args)?;
+    println!();
+    predict(&PredictArgs {
+        data: args.data.clone(),
+        model: output,
+        count: 20,
+        split: Split::Test,
+    })
+}
+
+fn train(args: &TrainArgs) -> Result<PathBuf> {
+    let config = TrainConfig {
+        learning_rate: args.learning_rate,
+        batch_size: args.batch_size,
+        max_epochs: args.max_epochs,
+        patience: args.patience,
+        improvement_threshold: args.improvement_threshold,
+        drop_last: args.drop_last,
+        ..TrainConfig::default()
+    };
+    // Settings are checked before any file is read; clap exits with code 2.
+    let trainer = match Trainer::new(config) {
+        Ok(trainer) => trainer,
+        Err(error) => Cli::command()
+            .error(clap::error::ErrorKind::ValueValidation, error.to_string())
+            .exit(),
+    };
+    check_output_directory(&args.output)?;
+
+    let splits = load_splits(&args.data)?;
+    println!(
+        "data: {} train, {} validation, {} test rows of {} features, {} classes",
+        splits.train.len(),
+        splits.validation.len(),
+        splits.test.len(),
+        splits.n_features(),
+        splits.n_classes()
+    );
+    let opened = open_backend(args.backend, args.adapter.as_deref(), &splits, args.batch_size)?;
+    println!("backend: {} ({})", opened.backend.description(), opened.reason);
+    let mut backend = opened.backend;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    install_interrupt_handler(stop.clone());
+    let trainer = trainer.with_stop_flag(stop);
+    let mut progress = Progress::new(args.quiet);
+    let trained = trainer.fit(&splits, backend.as_mut(), |event| progress.show(event))?;
+    progress.finish();
+
+    let report = &trained.report;
+    if report.interrupted {
+        println!("interrupted: saving the best model so far");
+    }
+    save_model(&trained.model, &args.output)?;
+    println!(
+        "Optimization complete with best validation score of {:.6} %, with test performance {}",
+        report.best_validation_error * 100.0,
+        report
+            .test_error
+            .map_or("n/a (empty test set)".to_string(), |e| format!("{:.6} %", e * 100.0))
+    );
+    println!(
+        "The code ran for {} epochs ({} iterations), with {:.6} epochs/sec, in {:.3} s of training",
+        report.epochs,
+        report.iterations,
+        report.epochs_per_second(),
+        report.seconds
+    );
+    println!("best model saved to {}", args.output.display());
+    if report.interrupted {
+        std::process::exit(130);
+    }
+    Ok(args.output.clone())
+}
+
+fn evaluate(args: &EvaluateArgs) -> Result<()> {
+    let model = load_model(&args.model)?;
+    let splits = load_splits(&args.data)?;
+    let data = splits.get(args.split);
+    let error = model
+        .error_rate(data)
+        .with_context(|| format!("cannot evaluate `{}` on the {} split", args.model.display(), args.split))?;
+    let errors = (error * data.len() as f64).round() as u64;
+    println!(
+        "{} error {:.6} % ({errors} of {} rows misclassified)",
+        args.split,
+        error * 100.0,
+        data.len()
+    );
+    Ok(())
+}
+
+fn predict(args: &PredictArgs) -> Result<()> {
+    let model = load_model(&args.model)?;
+    let splits = load_splits(&args.data)?;
+    let data = splits.get(args.split);
+    model
+        .check_dataset(data)
+        .with_context(|| format!("cannot use `{}` on this data", args.model.display()))?;
+    let count = args.count.min(data.len());
+    let rows = data.slice_rows(0..count);
+    let predicted = model.predict(rows.features_view())?;
+    let join = |values: &[u32]| values.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
+    println!("Predicted values for the first {count} {} rows:", args.split);
+    println!("predicted: {}", join(&predicted));
+    println!("labels:    {}", join(rows.labels()));
+    let correct = predicted.iter().zip(rows.labels()).filter(|(p, l)| p == l).count();
+    println!("{correct} of {count} correct");
+    Ok(())
+}
+
+fn devices() -> Result<()> {
+    let adapters = wgpu_learn::gpu::list_adapters();
+    if adapters.is_empty() {
+        println!("no GPU adapters found; install a Vulkan, Metal or DX12 driver, or Mesa's lavapipe (`apt-get install mesa-vulkan-drivers`)");
+    }
+    for adapter in adapters {
+        println!("{adapter}");
+    }
+    Ok(())
+}
+
+fn load_splits(data: &DataArgs) -> Result<Splits> {
+    if let Some(pickle) = &data.pickle {
+        return Ok(mnist::load_pickle(pickle)?);
+    }
+    let directory = match &data.data {
+        Some(directory) => directory.clone(),
+        None => shipped_mnist_dir()?,
+    };
+    Ok(mnist::load_idx_dir(&directory, data.validation_size)?)
+}
+
+/// Finds the data/mnist directory shipped in the repository: relative to
+/// the working directory, to the executable (target/release/wgpu-learn),
+/// or at the path the crate was built from.
+fn shipped_mnist_dir() -> Result<PathBuf> {
+    let mut candidates = vec![PathBuf::from("data/mnist")];
+    if let Ok(executable) = std::env::current_exe() {
+        for ancestor in executable.ancestors().skip(1).take(4) {
+            candidates.push(ancestor.join("data/mnist"));
+        }
+    }
+    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist"));
+    candidates
+        .iter()
+        .find(|candidate| candidate.is_dir())
+        .cloned()
+        .with_context(|| {
+            format!(
+                "cannot find the shipped MNIST data (looked in {}); pass --data DIR",
+                candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
+            )
+        })
+}
+
+fn check_output_directory(output: &Path) -> Result<()> {
+    let directory = match output.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent,
+        _ => Path::new("."),
+    };
+    if !directory.is_dir() {
+        anyhow::bail!(
+            "cannot save the model to `{}`: directory `{}` does not exist",
+            output.display(),
+            directory.display()
+        );
+    }
+    if output.is_dir() {
+        anyhow::bail!("cannot save the model to `{}`: it is a directory", output.display());
+    }
+    Ok(())
+}
+
+fn install_interrupt_handler(stop: Arc<AtomicBool>) {
+    let result = ctrlc::set_handler(move || {
+        if stop.swap(true, Ordering::Relaxed) {
+            // A second Ctrl-C ends at once; model files are only ever
+            // renamed into place, so none is left half-written.
+            std::process::exit(130);
+        }
+        eprintln!("\ninterrupt: stopping after the current steps (press Ctrl-C again to quit now)");
+    });
+    if let Err(error) = result {
+        log::warn!("cannot install the Ctrl-C handler: {error}");
+    }
+}
+
+/// Prints the tutorial's progress lines and, on a terminal, a progress bar.
+struct Progress {
+    quiet: bool,
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn new(quiet: bool) -> Self {
+        Progress { quiet, bar: None }
+    }
+
+    fn show(&mut self, event: &TrainEvent) {
+        if self.quiet {
+            return;
+        }
+        match event {
+            TrainEvent::EpochStarted { epoch, batches } => {
+                if std::io::stderr().is_terminal() {
+                    let bar = ProgressBar::new(*batches as u64);
+                    bar.set_style(
+                        ProgressStyle::with_template("epoch {msg} [{bar:30}] {pos}/{len} minibatches")
+                            .expect("the template is valid")
+                            .progress_chars("=> "),
+                    );
+                    bar.set_message(epoch.to_string());
+                    self.bar = Some(bar);
+                }
+            }
+            TrainEvent::StepsCompleted { done, .. } => {
+                if let Some(bar) = &self.bar {
+                    bar.set_position(*done as u64);
+                }
+            }
+            TrainEvent::Validated {
+                epoch,
+                minibatch,
+                batches,
+                validation_error,
+                ..
+            } => self.print_line(format!(
+                "epoch {epoch}, minibatch {minibatch}/{batches}, validation error {:.6} %",
+                validation_error * 100.0
+            )),
+            TrainEvent::TestedBest {
+                epoch,
+                minibatch,
+                batches,
+                test_error,
+            } => self.print_line(format!(
+                "     epoch {epoch}, minibatch {minibatch}/{batches}, test error of best model {:.6} %",
+                test_error * 100.0
+            )),
+            _ => {}
+        }
+    }
+
+    fn print_line(&self, line: String) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| println!("{line}")),
+            None => println!("{line}"),
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(bar) = self.bar.take() {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,310 @@
+//! Minibatch SGD with patience-based early stopping.
+//!
+//! The loop follows the classic Theano logistic-regression tutorial: after
+//! each minibatch step the iteration counter `iter` (0-based, counted over
+//! all epochs) advances; every `validation_interval` iterations the
+//! validation error is measured; an error below `best * improvement_threshold`
+//! extends patience to `iter * patience_increase`; any improvement records the
+//! test error of the new best model; training stops as soon as
+//! `patience <= iter`, or after `max_epochs`.
+
+use crate::backend::{Backend, Batch, Evaluation};
+use crate::config::TrainConfig;
+use crate::data::{Split, Splits};
+use crate::error::{Error, Result};
+use crate::model::LogisticRegression;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Progress reported to the callback of [`Trainer::fit`].
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum TrainEvent {
+    /// An epoch begins. `epoch` is 1-based.
+    EpochStarted {
+        /// Epoch number, from 1.
+        epoch: usize,
+        /// Minibatches per epoch.
+        batches: usize,
+    },
+    /// Minibatch steps finished; `done` of `batches` steps of this epoch are complete.
+    StepsCompleted {
+        /// Epoch number, from 1.
+        epoch: usize,
+        /// Steps of this epoch finished so far.
+        done: usize,
+        /// Minibatches per epoch.
+        batches: usize,
+    },
+    /// The validation error was measured after minibatch `minibatch` of `epoch`.
+    Validated {
+        /// Epoch number, from 1.
+        epoch: usize,
+        /// 1-based index of the minibatch just trained.
+        minibatch: usize,
+        /// Minibatches per epoch.
+        batches: usize,
+        /// Fraction of validation rows misclassified.
+        validation_error: f64,
+        /// Whether this is the best validation error so far.
+        improved: bool,
+    },
+    /// The test error of a new best model.
+    TestedBest {
+        /// Epoch number, from 1.
+        epoch: usize,
+        /// 1-based index of the minibatch just trained.
+        minibatch: usize,
+        /// Minibatches per epoch.
+        batches: usize,
+        /// Fraction of test rows misclassified.
+        test_error: f64,
+    },
+}
+
+/// Figures of a finished training run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TrainReport {
+    /// Lowest validation error seen (a fraction, not a percentage).
+    pub best_validation_error: f64,
+    /// Test error of the best model; `None` when the test set is empty.
+    pub test_error: Option<f64>,
+    /// 0-based iteration after which the best model was measured.
+    pub best_iteration: usize,
+    /// Epochs started.
+    pub epochs: usize,
+    /// Minibatch steps run.
+    pub iterations: usize,
+    /// Wall time of the training loop in seconds, without loading data or
+    /// starting the backend.
+    pub seconds: f64,
+    /// Whether training ended early because the stop flag was set.
+    pub interrupted: bool,
+}
+
+impl TrainReport {
+    /// Epochs per second of training time.
+    pub fn epochs_per_second(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.epochs as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// A trained model with the figures of its run.
+#[derive(Clone, Debug)]
+pub struct Trained {
+    /// The parameters with the lowest validation error.
+    pub model: LogisticRegression,
+    /// Figures of the run.
+    pub report: TrainReport,
+}
+
+/// Runs the early-stopping protocol of a validated [`TrainConfig`] on a [`Backend`].
+///
+/// ```
+/// use wgpu_learn::{cpu::CpuBackend, Dataset, Splits, TrainConfig, trainer::Trainer};
+/// // Two classes that the first feature separates.
+/// let rows = 40;
+/// let features: Vec<f32> = (0..rows).flat_map(|r| [if r % 2 == 0 { 1.0 } else { -1.0 }, 0.5]).collect();
+/// let labels: Vec<u32> = (0..rows).map(|r| (r % 2) as u32).collect();
+/// let data = Dataset::new("toy", features, labels, vec![2], 2).unwrap();
+/// let splits = Splits::new(data.clone(), data.clone(), data).unwrap();
+/// let trainer = Trainer::new(TrainConfig::default().with_batch_size(10).with_max_epochs(5)).unwrap();
+/// let mut backend = CpuBackend::new(&splits);
+/// let trained = trainer.fit(&splits, &mut backend, |_| {}).unwrap();
+/// assert_eq!(trained.report.best_validation_error, 0.0);
+/// ```
+#[derive(Clone, Debug)]
+pub struct Trainer {
+    config: TrainConfig,
+    stop: Option<Arc<AtomicBool>>,
+}
+
+impl Trainer {
+    /// Validates `config` and returns a trainer for it.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for the first setting out of range.
+    pub fn new(config: TrainConfig) -> Result<Self> {
+        config.validate()?;
+        Ok(Trainer { config, stop: None })
+    }
+
+    /// Stops training at the next validation or epoch boundary once `flag`
+    /// is set, for example from a Ctrl-C handler. The best model so far is
+    /// returned and [`TrainReport::interrupted`] is set.
+    pub fn with_stop_flag(mut self, flag: Arc<AtomicBool>) -> Self {
+        self.stop = Some(flag);
+        self
+    }
+
+    /// The configuration in use.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// Trains on `backend`, which must hold the same `splits`, and returns
+    /// the best model. `on_event` receives progress as it happens.
+    ///
+    /// # Errors
+    /// [`Error::Dataset`] if a split has no complete minibatch to train or
+    /// validate on, [`Error::Diverged`] when a loss or parameter stops being
+    /// finite, and any error of the backend.
+    pub fn fit(
+        &self,
+        splits: &Splits,
+        backend: &mut dyn Backend,
+        mut on_event: impl FnMut(&TrainEvent),
+    ) -> Result<Trained> {
+        let config = &self.config;
+        let plan = Plan::new(splits, config)?;
+        let batches = plan.train.len();
+        let interval = config.validation_interval(batches);
+
+        let started = Instant::now();
+        let mut patience = config.patience;
+        let mut best_validation = f64::INFINITY;
+        let mut best_iteration = 0;
+        let mut test_error = None;
+        let mut epoch = 0;
+        let mut iterations = 0;
+        let mut interrupted = false;
+        let mut done = false;
+
+        while epoch < config.max_epochs && !done {
+            epoch += 1;
+            on_event(&TrainEvent::EpochStarted { epoch, batches });
+            let mut minibatch = 0;
+            while minibatch < batches {
+                // Run every step up to the next event: a validation, the
+                // patience limit or the end of the epoch.
+                let first = (epoch - 1) * batches + minibatch;
+                let next_validation = (first / interval + 1) * interval - 1;
+                let patience_stop = patience.max(first);
+                let last = next_validation.min(patience_stop).min(epoch * batches - 1);
+                let count = last - first + 1;
+                backend.train_steps(&plan.train[minibatch..minibatch + count], config.learning_rate)?;
+                minibatch += count;
+                iterations = last + 1;
+                on_event(&TrainEvent::StepsCompleted {
+                    epoch,
+                    done: minibatch,
+                    batches,
+                });
+
+                if (last + 1) % interval == 0 {
+                    let validation = backend.evaluate(Split::Validation, &plan.validation)?;
+                    self.check_finite(&validation, batches)?;
+                    let error = validation.error_rate();
+                    let improved = error < best_validation;
+                    on_event(&TrainEvent::Validated {
+                        epoch,
+                        minibatch,
+                        batches,
+                        validation_error: error,
+                        improved,
+                    });
+                    if improved {
+                        if error < best_validation * config.improvement_threshold {
+                            patience = patience.max((last as f64 * config.patience_increase) as usize);
+                        }
+                        best_validation = error;
+                        best_iteration = last;
+                        backend.keep_best()?;
+                        if !plan.test.is_empty() {
+                            let test = backend.evaluate(Split::Test, &plan.test)?;
+                            test_error = Some(test.error_rate());
+                            on_event(&TrainEvent::TestedBest {
+                                epoch,
+                                minibatch,
+                                batches,
+                                test_error: test.error_rate(),
+                            });
+                        }
+                    }
+                }
+                if patience <= last {
+                    done = true;
+                    break;
+                }
+                if self.stop.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed)) {
+                    interrupted = true;
+                    done = true;
+                    break;
+                }
+            }
+        }
+
+        // Steps after the last validation may still have diverged.
+        let status = backend.evaluate(Split::Validation, &[])?;
+        self.check_finite(&status, batches)?;
+        let model = backend.best_model()?;
+        Ok(Trained {
+            model,
+            report: TrainReport {
+                best_validation_error: best_validation,
+                test_error,
+                best_iteration,
+                epochs: epoch,
+                iterations,
+                seconds: started.elapsed().as_secs_f64(),
+                interrupted,
+            },
+        })
+    }
+
+    fn check_finite(&self, evaluation: &Evaluation, batches: usize) -> Result<()> {
+        match evaluation.first_non_finite_step {
+            None => Ok(()),
+            Some(step) => {
+                let step = step as usize;
+                Err(Error::Diverged {
+                    epoch: step / batches + 1,
+                    minibatch: step % batches + 1,
+                    what: "the loss or a parameter",
+                    learning_rate: self.config.learning_rate,
+                })
+            }
+        }
+    }
+}
+
+/// Minibatches of the three splits.
+struct Plan {
+    train: Vec<Batch>,
+    validation: Vec<Batch>,
+    test: Vec<Batch>,
+}
+
+impl Plan {
+    fn new(splits: &Splits, config: &TrainConfig) -> Result<Self> {
+        let split = |split: Split| Batch::split(splits.get(split).len(), config.batch_size, config.drop_last);
+        let plan = Plan {
+            train: split(Split::Train),
+            validation: split(Split::Validation),
+            test: split(Split::Test),
+        };
+        for (name, batches) in [(Split::Train, &plan.train), (Split::Validation, &plan.validation)] {
+            if batches.is_empty() {
+                let rows = splits.get(name).len();
+                let advice = if rows == 0 {
+                    format!("the {name} set has no rows; early stopping needs both a training and a validation set")
+                } else {
+                    format!(
+                        "the {name} set has {rows} rows, fewer than one batch of {}; lower the batch size or do not drop incomplete batches",
+                        config.batch_size
+                    )
+                };
+                return Err(Error::Dataset {
+                    name: name.to_string(),
+                    reason: advice,
+                });
+            }
+        }
+        Ok(plan)
+    }
+}
