@@ -65,15 +65,15 @@ struct TrainArgs {
     learning_rate: f32,
 
     /// Rows per minibatch.
-    #[arg(long, default_value_t = 600, value_name = "ROWS")]
+    #[arg(long, default_value_t = 600, value_name = "ROWS", allow_negative_numbers = true)]
     batch_size: usize,
 
     /// Maximum number of epochs.
-    #[arg(long, default_value_t = 1000, value_name = "EPOCHS")]
+    #[arg(long, default_value_t = 1000, value_name = "EPOCHS", allow_negative_numbers = true)]
     max_epochs: usize,
 
     /// Minimum number of minibatch iterations before stopping.
-    #[arg(long, default_value_t = 5000, value_name = "ITERATIONS")]
+    #[arg(long, default_value_t = 5000, value_name = "ITERATIONS", allow_negative_numbers = true)]
     patience: usize,
 
     /// Relative improvement of the validation error that extends patience:
@@ -190,9 +190,15 @@ fn train(args: &TrainArgs) -> Result<PathBuf> {
     // Settings are checked before any file is read; clap exits with code 2.
     let trainer = match Trainer::new(config) {
         Ok(trainer) => trainer,
-        Err(error) => Cli::command()
-            .error(clap::error::ErrorKind::ValueValidation, error.to_string())
-            .exit(),
+        Err(error) => {
+            let mut command = Cli::command();
+            let train_command = command.find_subcommand_mut("train").expect("train is a subcommand");
+            train_command
+                .clone()
+                .bin_name("wgpu-learn train")
+                .error(clap::error::ErrorKind::ValueValidation, error.to_string())
+                .exit()
+        }
     };
     check_output_directory(&args.output)?;
 

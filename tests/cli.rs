@@ -1,0 +1,190 @@
+//! The `wgpu-learn` command as a user runs it.
+
+use flate2::write::GzEncoder;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn wgpu_learn(args: &[&str], directory: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_wgpu-learn"))
+        .args(args)
+        .current_dir(directory)
+        .output()
+        .expect("the binary runs")
+}
+
+fn text(output: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// An IDX file of u8 values: magic 0x0000_08NN with NN the dimension count.
+fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0, 0, 0x08, dims.len() as u8];
+    for dim in dims {
+        bytes.extend_from_slice(&dim.to_be_bytes());
+    }
+    bytes.extend_from_slice(data);
+    bytes
+}
+
+fn write_gz(path: &Path, bytes: &[u8]) {
+    let mut encoder = GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    encoder.write_all(bytes).unwrap();
+    std::fs::write(path, encoder.finish().unwrap()).unwrap();
+}
+
+/// Writes a 4x4-pixel, 3-class IDX dataset that a linear model separates:
+/// class c lights up row c of the image.
+fn write_tiny_idx(directory: &Path, train_rows: usize, test_rows: usize) {
+    let make = |rows: usize| {
+        let mut images = Vec::new();
+        let mut labels = Vec::new();
+        for row in 0..rows {
+            let class = (row % 3) as u8;
+            for pixel in 0..16u8 {
+                images.push(if pixel / 4 == class { 200 + (row % 50) as u8 } else { (row % 7) as u8 });
+            }
+            labels.push(class);
+        }
+        (images, labels)
+    };
+    let (images, labels) = make(train_rows);
+    write_gz(&directory.join("train-images-idx3-ubyte.gz"), &idx_bytes(&[train_rows as u32, 4, 4], &images));
+    write_gz(&directory.join("train-labels-idx1-ubyte.gz"), &idx_bytes(&[train_rows as u32], &labels));
+    let (images, labels) = make(test_rows);
+    // Plain (not gzipped) test files: gzip is decided by content.
+    std::fs::write(directory.join("t10k-images-idx3-ubyte"), idx_bytes(&[test_rows as u32, 4, 4], &images)).unwrap();
+    std::fs::write(directory.join("t10k-labels-idx1-ubyte"), idx_bytes(&[test_rows as u32], &labels)).unwrap();
+}
+
+fn tiny_dir() -> (tempfile::TempDir, PathBuf) {
+    let directory = tempfile::tempdir().unwrap();
+    let data = directory.path().join("tiny");
+    std::fs::create_dir(&data).unwrap();
+    write_tiny_idx(&data, 120, 30);
+    (directory, data)
+}
+
+#[test]
+fn train_evaluate_predict_round_trip() {
+    let (directory, data) = tiny_dir();
+    let data = data.to_str().unwrap();
+    let output = wgpu_learn(
+        &["train", "--data", data, "--backend", "cpu", "--batch-size", "10", "--max-epochs", "3", "--output", "tiny.safetensors"],
+        directory.path(),
+    );
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("epoch 1, minibatch 10/10, validation error"), "{stdout}");
+    assert!(stdout.contains("Optimization complete with best validation score of 0.000000 %"), "{stdout}");
+    assert!(directory.path().join("tiny.safetensors").is_file());
+
+    let output = wgpu_learn(&["evaluate", "--data", data, "--model", "tiny.safetensors"], directory.path());
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert_eq!(stdout.trim(), "test error 0.000000 % (0 of 30 rows misclassified)");
+
+    let output = wgpu_learn(&["predict", "--data", data, "--model", "tiny.safetensors", "--count", "5"], directory.path());
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.contains("predicted: 0 1 2 0 1"), "{stdout}");
+    assert!(stdout.contains("5 of 5 correct"), "{stdout}");
+}
+
+#[test]
+fn quiet_prints_only_the_summary() {
+    let (directory, data) = tiny_dir();
+    let output = wgpu_learn(
+        &["train", "--quiet", "--data", data.to_str().unwrap(), "--backend", "cpu", "--batch-size", "10", "--max-epochs", "2"],
+        directory.path(),
+    );
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stdout.contains("minibatch"), "{stdout}");
+    assert!(stdout.contains("Optimization complete"), "{stdout}");
+}
+
+#[test]
+fn invalid_settings_exit_with_code_2_before_reading_data() {
+    let directory = tempfile::tempdir().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--batch-size", "0"], "batch-size = 0: expected an integer from 1 to"),
+        (&["--learning-rate", "0"], "learning-rate = 0: expected a finite number greater than 0"),
+        (&["--learning-rate", "-0.5"], "learning-rate = -0.5"),
+        (&["--learning-rate", "NaN"], "learning-rate = NaN"),
+        (&["--learning-rate", "inf"], "learning-rate = inf"),
+        (&["--max-epochs", "0"], "max-epochs = 0"),
+        (&["--patience", "0"], "patience = 0"),
+        (&["--improvement-threshold", "1.5"], "improvement-threshold = 1.5: expected a number in (0, 1]"),
+        (&["--improvement-threshold", "0"], "improvement-threshold = 0"),
+        (&["--batch-size", "-3"], "invalid value '-3' for '--batch-size <ROWS>'"),
+    ];
+    for (arguments, expected) in cases {
+        let mut args = vec!["train", "--data", "does-not-exist"];
+        args.extend_from_slice(arguments);
+        let output = wgpu_learn(&args, directory.path());
+        let (_, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(2), "{arguments:?}: {stderr}");
+        assert!(stderr.contains(expected), "{arguments:?}: {stderr}");
+        assert!(!stderr.contains("does-not-exist"), "no file is read before settings are checked: {stderr}");
+    }
+}
+
+#[test]
+fn missing_model_file_is_named() {
+    let (directory, data) = tiny_dir();
+    let output = wgpu_learn(&["evaluate", "--data", data.to_str().unwrap(), "--model", "nothing.safetensors"], directory.path());
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr.contains("nothing.safetensors"), "{stderr}");
+}
+
+#[test]
+fn output_in_missing_directory_is_rejected_before_training() {
+    let (directory, data) = tiny_dir();
+    let output = wgpu_learn(
+        &["train", "--data", data.to_str().unwrap(), "--backend", "cpu", "--output", "no/such/dir/model.safetensors"],
+        directory.path(),
+    );
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr.contains("directory `no/such/dir` does not exist"), "{stderr}");
+    assert!(!stdout.contains("epoch"), "{stdout}");
+}
+
+#[test]
+fn model_for_other_input_shape_is_rejected() {
+    let (directory, data) = tiny_dir();
+    let status = wgpu_learn(
+        &["train", "--quiet", "--data", data.to_str().unwrap(), "--backend", "cpu", "--batch-size", "10", "--max-epochs", "1"],
+        directory.path(),
+    )
+    .status;
+    assert!(status.success());
+    // Evaluate the 16-feature model on 5x5 images.
+    let other = directory.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    let images: Vec<u8> = vec![1; 6 * 25];
+    let labels: Vec<u8> = vec![0, 1, 2, 0, 1, 2];
+    std::fs::write(other.join("train-images-idx3-ubyte"), idx_bytes(&[6, 5, 5], &images)).unwrap();
+    std::fs::write(other.join("train-labels-idx1-ubyte"), idx_bytes(&[6], &labels)).unwrap();
+    std::fs::write(other.join("t10k-images-idx3-ubyte"), idx_bytes(&[6, 5, 5], &images)).unwrap();
+    std::fs::write(other.join("t10k-labels-idx1-ubyte"), idx_bytes(&[6], &labels)).unwrap();
+    let output = wgpu_learn(&["evaluate", "--data", other.to_str().unwrap()], directory.path());
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr.contains("takes 16 features per sample"), "{stderr}");
+    assert!(stderr.contains("the data has 25"), "{stderr}");
+}
+
+#[test]
+fn devices_lists_adapters_or_says_how_to_get_one() {
+    let directory = tempfile::tempdir().unwrap();
+    let output = wgpu_learn(&["devices"], directory.path());
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stdout.trim().is_empty());
+}
