@@ -34,6 +34,45 @@ enum Command {
     Predict(PredictArgs),
     /// List the GPU adapters that wgpu finds, with their key limits.
     Devices,
+    /// Time training on the CPU and every GPU adapter side by side.
+    Bench(BenchArgs),
+}
+
+#[derive(Args, Debug)]
+struct BenchArgs {
+    #[command(flatten)]
+    data: DataArgs,
+
+    /// Training runs per path; the table reports the minimum and median.
+    #[arg(long, default_value_t = 3, value_name = "RUNS")]
+    repeat: usize,
+
+    /// Train exactly this many epochs instead of stopping early.
+    #[arg(long, value_name = "EPOCHS")]
+    epochs: Option<usize>,
+
+    /// Drop incomplete minibatches, as the original tutorial did.
+    #[arg(long)]
+    drop_last: bool,
+
+    /// Paths to measure, comma-separated: cpu, gpu. Default: cpu, and gpu
+    /// when an adapter is found.
+    #[arg(long, value_delimiter = ',', value_name = "PATHS")]
+    paths: Vec<BackendChoice>,
+
+    /// Use the first GPU adapter whose name contains NAME.
+    #[arg(long, value_name = "NAME")]
+    adapter: Option<String>,
+
+    /// Also write the table as JSON to FILE.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+
+    /// Print time per epoch against training-set size (10k, 25k, 50k and
+    /// 500k rows, the last made by repeating the training rows) and against
+    /// batch size (20, 100, 600, 6000), training 2 epochs each.
+    #[arg(long)]
+    scaling: bool,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -155,6 +194,7 @@ fn main() {
         Some(Command::Evaluate(args)) => evaluate(&args),
         Some(Command::Predict(args)) => predict(&args),
         Some(Command::Devices) => devices(),
+        Some(Command::Bench(args)) => bench(&args),
     };
     if let Err(error) = outcome {
         eprintln!("error: {error:#}");
@@ -293,6 +333,90 @@ fn devices() -> Result<()> {
         println!("{adapter}");
     }
     Ok(())
+}
+
+fn bench(args: &BenchArgs) -> Result<()> {
+    use wgpu_learn::bench::{format_table, run_protocol, to_json, BenchPath};
+
+    let mut config = TrainConfig::default().with_drop_last(args.drop_last);
+    if let Some(epochs) = args.epochs {
+        config = config.with_max_epochs(epochs).with_patience(usize::MAX);
+    }
+    if let Err(error) = config.validate() {
+        let mut command = Cli::command();
+        let bench_command = command.find_subcommand_mut("bench").expect("bench is a subcommand");
+        bench_command
+            .clone()
+            .bin_name("wgpu-learn bench")
+            .error(clap::error::ErrorKind::ValueValidation, error.to_string())
+            .exit()
+    }
+    let mut choices = args.paths.clone();
+    if choices.is_empty() {
+        choices.push(BackendChoice::Cpu);
+        if !wgpu_learn::gpu::list_adapters().is_empty() {
+            choices.push(BackendChoice::Gpu);
+        }
+    }
+    let paths: Vec<BenchPath> = choices
+        .iter()
+        .map(|&choice| BenchPath {
+            choice,
+            adapter: args.adapter.clone(),
+        })
+        .collect();
+
+    let splits = load_splits(&args.data)?;
+    let protocol = match args.epochs {
+        Some(epochs) => format!("{epochs} epochs"),
+        None => "early stopping".to_string(),
+    };
+    println!(
+        "protocol: {protocol}, batch size {}, learning rate {}, drop last {}, {} runs per path",
+        config.batch_size, config.learning_rate, config.drop_last, args.repeat
+    );
+    let rows = run_protocol(&splits, &config, &paths, args.repeat)?;
+    print!("{}", format_table(&rows));
+    if let Some(path) = &args.json {
+        std::fs::write(path, to_json(&rows)).with_context(|| format!("cannot write `{}`", path.display()))?;
+    }
+
+    if args.scaling {
+        let scaling_config = TrainConfig::default().with_max_epochs(2).with_patience(usize::MAX);
+        println!("\ntime per epoch against training-set size (batch size 600, 2 epochs, minimum of {} runs)", args.repeat);
+        println!("{:<5} {:>8} {:>10}", "path", "rows", "ms/epoch");
+        for rows in [10_000usize, 25_000, 50_000, 500_000] {
+            let sized = resize_training_set(&splits, rows)?;
+            for row in run_protocol(&sized, &scaling_config, &paths, args.repeat)? {
+                println!("{:<5} {:>8} {:>10.2}", row.path, rows, row.ms_per_epoch());
+            }
+        }
+        println!("\ntime per epoch against batch size (50000 rows, 2 epochs, minimum of {} runs)", args.repeat);
+        println!("{:<5} {:>8} {:>10}", "path", "batch", "ms/epoch");
+        for batch_size in [20usize, 100, 600, 6000] {
+            let config = scaling_config.clone().with_batch_size(batch_size);
+            for row in run_protocol(&splits, &config, &paths, args.repeat)? {
+                println!("{:<5} {:>8} {:>10.2}", row.path, batch_size, row.ms_per_epoch());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Returns `splits` with a training set of exactly `rows` rows: the first
+/// rows, or the training rows repeated in order when more are requested.
+fn resize_training_set(splits: &Splits, rows: usize) -> Result<Splits> {
+    let train = &splits.train;
+    let d = train.n_features();
+    let mut features = Vec::with_capacity(rows * d);
+    let mut labels = Vec::with_capacity(rows);
+    for row in 0..rows {
+        let source = row % train.len();
+        features.extend_from_slice(train.row(source));
+        labels.push(train.labels()[source]);
+    }
+    let resized = wgpu_learn::Dataset::new("resized training set", features, labels, train.sample_shape().to_vec(), train.n_classes())?;
+    Ok(Splits::new(resized, splits.validation.clone(), splits.test.clone())?)
 }
 
 fn load_splits(data: &DataArgs) -> Result<Splits> {
