@@ -8,7 +8,7 @@
 // Whether `value` replaces the current best. `best_found` is false while the
 // best is still the starting -infinity.
 fn beats(value: f32, best_found: bool, best_value: f32) -> bool {
-    if is_nan_f32(value) || (!is_finite_f32(value) && value < 0.0) {
+    if is_nan_f32(value) || bitcast<u32>(value) == NEGATIVE_INFINITY_BITS {
         return false;
     }
     if !best_found {

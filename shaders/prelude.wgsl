@@ -52,6 +52,9 @@ fn is_nan_f32(value: f32) -> bool {
     return (bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu) != 0u;
 }
 
+const POSITIVE_INFINITY_BITS: u32 = 0x7f800000u;
+const NEGATIVE_INFINITY_BITS: u32 = 0xff800000u;
+
 // Linear index of an invocation in a dispatch that may use a second
 // dimension when the first would exceed max_compute_workgroups_per_dimension.
 fn linear_index(workgroup: vec3<u32>, workgroups: vec3<u32>, local: u32) -> u32 {

@@ -17,10 +17,17 @@ fn main(
     let start = row * k;
     let label = labels[params.row_offset + row];
 
-    // Subtracting the row maximum keeps every exponent at or below 0.
+    // Subtracting the row maximum keeps every exponent at or below 0. A NaN
+    // or +infinity logit makes the loss NaN, as on the CPU; it is flagged
+    // here as well because the compiler may assume floats are finite.
     var max_logit = scratch[start];
-    for (var c = 1u; c < k; c++) {
-        max_logit = max(max_logit, scratch[start + c]);
+    var logits_valid = true;
+    for (var c = 0u; c < k; c++) {
+        let z = scratch[start + c];
+        max_logit = max(max_logit, z);
+        if is_nan_f32(z) || bitcast<u32>(z) == POSITIVE_INFINITY_BITS {
+            logits_valid = false;
+        }
     }
     var sum = 0.0;
     for (var c = 0u; c < k; c++) {
@@ -29,7 +36,7 @@ fn main(
     let log_sum = log(sum);
     let loss = max_logit + log_sum - scratch[start + label];
     losses[row] = loss;
-    if !is_finite_f32(loss) {
+    if !is_finite_f32(loss) || !logits_valid {
         atomicMin(&status[STATUS_FIRST_NON_FINITE_STEP], params.step);
     }
 
