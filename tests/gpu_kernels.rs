@@ -12,9 +12,9 @@ const ROWS: [usize; 3] = [1, 7, 601];
 const FEATURES: [usize; 3] = [3, 784, 785];
 const CLASSES: [usize; 3] = [2, 10, 17];
 
-/// Sums of up to 785 products of values in [-1, 1] differ between the GPU's
-/// sequential order and the CPU's blocked one by a few float roundings of
-/// the sum's magnitude, at most about 785 * 2^-24 * 785, so 1e-3 absolute.
+/// Sums of up to 785 products of values in [-1, 1] are summed sequentially
+/// on the GPU and in blocks on the CPU. The two differ by rounding of at most
+/// about 785 * 2^-24 * 785, so the absolute tolerance is 1e-3.
 const SUM_ABSOLUTE: f32 = 1e-3;
 const SUM_RELATIVE: f32 = 1e-4;
 
@@ -112,7 +112,7 @@ fn softmax_extreme_rows_stay_finite() {
     assert_eq!(probabilities[[1, 2]], 0.0);
     assert!(gpu.losses.iter().all(|loss| loss.is_finite()), "{:?}", gpu.losses);
     // lavapipe's log is off by about 2e-5 at 3 (measured), more than the
-    // 3 ulp that Vulkan asks for outside [0.5, 2].
+    // 3 ulp that Vulkan requires outside [0.5, 2].
     assert_close("losses", &gpu.losses, &[0.0, 0.0, 3.0f32.ln()], 0.0, 1e-4);
     assert_eq!(gpu.first_non_finite_step, None);
 }
@@ -196,7 +196,7 @@ fn count_errors_matches_cpu() {
                 let gpu = runner.count_errors(x.view(), w.view(), b.view(), &labels).unwrap();
                 let cpu = ops::count_errors(ops::logits(x.view(), w.view(), b.view()).view(), &labels);
                 // NOTE: a row whose two largest logits are within rounding of
-                // each other could be counted differently; random logits of
+                // each other could be counted differently. Random logits of
                 // this spread make that unlikely, and these seeds have none.
                 assert_eq!(gpu, cpu, "errors for {rows}x{features}x{classes}");
             }

@@ -20,9 +20,9 @@ pub struct AdapterInfoSummary {
     pub max_storage_buffer_binding_size: u64,
     /// Largest buffer in bytes.
     pub max_buffer_size: u64,
-    /// Most workgroups in one dimension of a dispatch.
+    /// Maximum workgroups in one dimension of a dispatch.
     pub max_compute_workgroups_per_dimension: u32,
-    /// Most invocations in one workgroup.
+    /// Maximum invocations in one workgroup.
     pub max_compute_invocations_per_workgroup: u32,
 }
 
@@ -41,7 +41,7 @@ impl AdapterInfoSummary {
         }
     }
 
-    /// Whether this is a hardware GPU: a discrete or integrated one.
+    /// Returns whether this is a hardware GPU, that is a discrete or integrated one.
     pub fn is_hardware(&self) -> bool {
         matches!(self.device_type, wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu)
     }
@@ -55,7 +55,7 @@ impl std::fmt::Display for AdapterInfoSummary {
     }
 }
 
-/// Which kinds of adapter may be chosen.
+/// Kinds of adapter that may be chosen.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub enum AdapterPreference {
     /// Only discrete or integrated GPUs. The CLI's `--backend auto` uses this
@@ -70,7 +70,7 @@ pub enum AdapterPreference {
 /// A request for an adapter: the kinds allowed and an optional name filter.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AdapterRequest {
-    /// Which kinds of adapter may be chosen.
+    /// Kinds of adapter that may be chosen.
     pub preference: AdapterPreference,
     /// If set, only adapters whose name contains this text, compared without
     /// regard to case, may be chosen.
@@ -78,12 +78,12 @@ pub struct AdapterRequest {
 }
 
 impl AdapterRequest {
-    /// A request for any adapter, hardware GPUs first.
+    /// Creates a request for any adapter, hardware GPUs first.
     pub fn any() -> Self {
         AdapterRequest::default()
     }
 
-    /// A request for a discrete or integrated GPU only.
+    /// Creates a request for a discrete or integrated GPU only.
     pub fn hardware_only() -> Self {
         AdapterRequest {
             preference: AdapterPreference::HardwareOnly,

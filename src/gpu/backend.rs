@@ -18,7 +18,7 @@ use crate::model::LogisticRegression;
 /// Settings of [`GpuBackend::new`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct GpuOptions {
-    /// Which adapter to use. Default: any, hardware GPUs first.
+    /// Adapter request. Default: any adapter, hardware GPUs first.
     pub adapter: AdapterRequest,
     /// Largest training batch in rows. Default 600. Training chunks hold a
     /// multiple of it, and longer batches are rejected.
@@ -29,7 +29,7 @@ pub struct GpuOptions {
     /// Extra cap on the bytes of one feature chunk, below the device limits.
     /// Default `None`. Tests set it to exercise chunking on small data.
     pub max_chunk_bytes: Option<u64>,
-    /// Longest wait for a read-back. Default 60 s.
+    /// Maximum wait for a read-back. Default 60 s.
     pub read_back_timeout: Duration,
 }
 
@@ -70,7 +70,7 @@ impl GpuOptions {
         self
     }
 
-    /// Sets the longest wait for a read-back (default 60 s).
+    /// Sets the maximum wait for a read-back (default 60 s).
     pub fn with_read_back_timeout(mut self, timeout: Duration) -> Self {
         self.read_back_timeout = timeout;
         self
@@ -204,7 +204,7 @@ impl GpuBackend {
         self.counters
     }
 
-    /// The device this backend runs on.
+    /// Returns the device this backend runs on.
     pub fn context(&self) -> &GpuContext {
         &self.context
     }
@@ -383,7 +383,7 @@ impl GpuBackend {
         let values: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
         let weight_count = self.features * self.classes;
         let weights = Array2::from_shape_vec((self.features, self.classes), values[..weight_count].to_vec())
-            .expect("the weight buffer holds features x classes values");
+            .expect("the weight buffer contains features x classes values");
         let bias = Array1::from(values[weight_count..weight_count + self.classes].to_vec());
         Ok(LogisticRegression {
             weights,

@@ -3,9 +3,9 @@
 //! One storage binding may hold at most `max_storage_buffer_binding_size`
 //! bytes (128 MiB in wgpu's defaults and on lavapipe), less than MNIST's
 //! 50000 x 784 training matrix. Each split is therefore stored as several
-//! chunks of whole rows. Training chunks hold a multiple of the batch size,
-//! so a batch that starts at a multiple of the batch size never straddles
-//! two chunks; evaluation splits a range over chunks freely.
+//! chunks of whole rows. Training chunks contain a multiple of the batch
+//! size, so a batch that starts at a multiple of the batch size never
+//! straddles two chunks. Evaluation splits a range over chunks freely.
 
 use std::ops::Range;
 
@@ -22,8 +22,8 @@ pub(crate) struct ChunkLimit {
 }
 
 impl ChunkLimit {
-    /// The smaller of the device's binding and buffer limits, of `u32::MAX`
-    /// (kernels index elements with u32) and of an optional test limit.
+    /// Computes the smallest of the device's binding and buffer limits, of
+    /// `u32::MAX` (kernels index elements with u32) and of an optional test limit.
     pub fn new(limits: &wgpu::Limits, max_chunk_bytes: Option<u64>) -> Self {
         let mut bytes = limits
             .max_storage_buffer_binding_size
@@ -45,7 +45,7 @@ impl ChunkLimit {
 }
 
 /// Splits `rows` rows of `row_bytes` bytes into chunks within `limit`.
-/// Every chunk but the last holds a multiple of `rows_multiple` rows.
+/// Every chunk but the last contains a multiple of `rows_multiple` rows.
 ///
 /// # Errors
 /// [`Error::Gpu`] naming the limit if `rows_multiple` rows do not fit one

@@ -68,17 +68,17 @@ impl GpuContext {
         })
     }
 
-    /// The chosen adapter.
+    /// Returns the chosen adapter.
     pub fn adapter(&self) -> &AdapterInfoSummary {
         &self.adapter
     }
 
-    /// The device's limits, equal to the adapter's.
+    /// Returns the device's limits, which equal the adapter's.
     pub fn limits(&self) -> &wgpu::Limits {
         &self.limits
     }
 
-    /// One line naming the device, for example
+    /// Returns one line naming the device, for example
     /// `gpu: llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)`.
     pub fn description(&self) -> String {
         format!("gpu: {}", self.adapter)
@@ -149,7 +149,7 @@ impl GpuContext {
     ) -> Result<Vec<u8>> {
         let (sender, receiver) = mpsc::channel();
         buffer.map_async(wgpu::MapMode::Read, .., move |result| {
-            // The receiver only goes away after a timeout, when nobody waits.
+            // The receiver is dropped only after a timeout, when no caller waits.
             let _ = sender.send(result);
         });
 

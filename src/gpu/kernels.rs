@@ -1,9 +1,10 @@
 //! Compute pipelines, their shared bind group layout and dispatch sizing.
 //!
-//! Every kernel uses the bind group described in `shaders/prelude.wgsl`:
-//! a uniform [`Params`] at a dynamic offset, the feature and label chunk, the
-//! weights and bias, a scratch buffer for logits and their gradient, per-row
-//! losses and a status buffer of atomic counters.
+//! Every kernel uses the bind group described in `shaders/prelude.wgsl`.
+//! It contains a uniform [`Params`] at a dynamic offset, the feature and
+//! label chunk, the weights and bias, and a scratch buffer for logits and
+//! their gradient. Per-row losses and a status buffer of atomic counters
+//! complete it.
 
 use std::num::NonZeroU64;
 

@@ -75,7 +75,7 @@ impl KernelRunner {
         Ok(KernelRunner { context, kernels })
     }
 
-    /// The device the kernels run on.
+    /// Returns the device the kernels run on.
     pub fn context(&self) -> &GpuContext {
         &self.context
     }
