@@ -1,3 +1,25 @@
 //! The GPU path: WGSL compute kernels through wgpu.
-#![allow(missing_docs)]
-pub fn list_adapters() -> Vec<String> { vec![] }
+//!
+//! - [`adapter`]: list adapters and choose one; hardware GPUs rank above
+//!   software ones such as lavapipe.
+//! - [`GpuContext`]: the device and queue, with wgpu errors returned as
+//!   [`Error::Gpu`](crate::Error::Gpu) instead of panics.
+//! - [`GpuBackend`]: the [`Backend`](crate::Backend) that trains on the GPU.
+//! - [`KernelRunner`]: runs one kernel on host arrays, for tests.
+//!
+//! The kernels live in the crate's `shaders/` directory, one WGSL file each,
+//! after a shared prelude. Every sum runs in a fixed order and no kernel
+//! uses float atomics, so results repeat from run to run on one device.
+
+pub mod adapter;
+mod backend;
+mod chunks;
+mod context;
+pub mod kernels;
+mod runner;
+mod shaders;
+
+pub use adapter::{find_adapter, list_adapters, AdapterInfoSummary, AdapterPreference, AdapterRequest};
+pub use backend::{GpuBackend, GpuCounters, GpuOptions};
+pub use context::GpuContext;
+pub use runner::{KernelRunner, SgdUpdateOutput, SoftmaxNllOutput};

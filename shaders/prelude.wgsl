@@ -1,0 +1,62 @@
+// Declarations shared by every kernel. The Rust side concatenates this file
+// in front of each kernel, so all kernels use one bind group layout.
+//
+// Layouts: features are row-major `rows x features`, weights `features x
+// classes`, and the scratch buffer holds `rows x classes` logits or their
+// gradient. Row indices in `params.row_offset` count from the start of the
+// bound feature chunk.
+
+// Mirrored by `Params` in src/gpu/kernels.rs; the two must keep the same
+// field order and size (32 bytes).
+struct Params {
+    // First row of the batch within the bound chunk.
+    row_offset: u32,
+    // Rows in the batch.
+    rows: u32,
+    // Features per row (d).
+    features: u32,
+    // Classes (k).
+    classes: u32,
+    // Factor applied to the loss gradient, 1 / rows when training.
+    scale: f32,
+    learning_rate: f32,
+    // Global index of the training step, recorded when it goes non-finite.
+    step: u32,
+    _padding: u32,
+}
+
+// Invocations per workgroup, set by name when the pipeline is built.
+override WORKGROUP_SIZE: u32 = 64u;
+
+// Slots of the status buffer.
+const STATUS_FIRST_NON_FINITE_STEP: u32 = 0u;
+const STATUS_ERRORS: u32 = 1u;
+
+@group(0) @binding(0) var<uniform> params: Params;
+@group(0) @binding(1) var<storage, read> features: array<f32>;
+@group(0) @binding(2) var<storage, read> labels: array<u32>;
+@group(0) @binding(3) var<storage, read_write> weights: array<f32>;
+@group(0) @binding(4) var<storage, read_write> bias: array<f32>;
+@group(0) @binding(5) var<storage, read_write> scratch: array<f32>;
+@group(0) @binding(6) var<storage, read_write> losses: array<f32>;
+@group(0) @binding(7) var<storage, read_write> status: array<atomic<u32>>;
+
+// WGSL lets implementations assume that floats are finite, so comparisons
+// with NaN or infinity cannot be trusted; these tests read the bits instead.
+fn is_finite_f32(value: f32) -> bool {
+    return (bitcast<u32>(value) & 0x7f800000u) != 0x7f800000u;
+}
+
+fn is_nan_f32(value: f32) -> bool {
+    let bits = bitcast<u32>(value);
+    return (bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu) != 0u;
+}
+
+const POSITIVE_INFINITY_BITS: u32 = 0x7f800000u;
+const NEGATIVE_INFINITY_BITS: u32 = 0xff800000u;
+
+// Linear index of an invocation in a dispatch that may use a second
+// dimension when the first would exceed max_compute_workgroups_per_dimension.
+fn linear_index(workgroup: vec3<u32>, workgroups: vec3<u32>, local: u32) -> u32 {
+    return (workgroup.y * workgroups.x + workgroup.x) * WORKGROUP_SIZE + local;
+}

@@ -1,0 +1,415 @@
+//! Compute pipelines, their shared bind group layout and dispatch sizing.
+//!
+//! Every kernel uses the bind group described in `shaders/prelude.wgsl`.
+//! It contains a uniform [`Params`] at a dynamic offset, the feature and
+//! label chunk, the weights and bias, and a scratch buffer for logits and
+//! their gradient. Per-row losses and a status buffer of atomic counters
+//! complete it.
+
+use std::num::NonZeroU64;
+
+use bytemuck::{Pod, Zeroable};
+
+use super::context::GpuContext;
+use super::shaders::{self, KernelSource};
+use crate::error::{Error, Result};
+
+/// Per-dispatch values, mirrored by `struct Params` in `shaders/prelude.wgsl`.
+///
+/// Eight 4-byte fields, 32 bytes in all, which is a multiple of the 16-byte
+/// alignment of WGSL uniform structs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Pod, Zeroable)]
+pub struct Params {
+    /// First row of the batch within the bound chunk.
+    pub row_offset: u32,
+    /// Rows in the batch.
+    pub rows: u32,
+    /// Features per row (`d`).
+    pub features: u32,
+    /// Classes (`k`).
+    pub classes: u32,
+    /// Factor applied to the loss gradient, `1 / rows` when training.
+    pub scale: f32,
+    /// SGD step size.
+    pub learning_rate: f32,
+    /// Global index of the training step, recorded when it goes non-finite.
+    pub step: u32,
+    /// Unused; pads the struct to 32 bytes.
+    pub padding: u32,
+}
+
+/// Size of [`Params`] in bytes, which is also its uniform binding size.
+pub const PARAMS_SIZE: u64 = std::mem::size_of::<Params>() as u64;
+
+/// Status buffer slot holding the first non-finite step, `u32::MAX` for none.
+pub(crate) const STATUS_FIRST_NON_FINITE_STEP: usize = 0;
+/// Status buffer slot holding the error count of an evaluation.
+pub(crate) const STATUS_ERRORS: usize = 1;
+/// Entries in the status buffer.
+pub(crate) const STATUS_LEN: usize = 2;
+
+/// Workgroup size used when the caller does not choose one.
+pub const DEFAULT_WORKGROUP_SIZE: u32 = 64;
+
+/// The kernels, one per file in `shaders/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Kernel {
+    Logits,
+    SoftmaxNll,
+    SgdUpdate,
+    Evaluate,
+}
+
+impl Kernel {
+    fn source(self) -> KernelSource {
+        match self {
+            Kernel::Logits => shaders::LOGITS,
+            Kernel::SoftmaxNll => shaders::SOFTMAX_NLL,
+            Kernel::SgdUpdate => shaders::SGD_UPDATE,
+            Kernel::Evaluate => shaders::EVALUATE,
+        }
+    }
+
+    /// Invocations that a dispatch with `params` needs, one per output element.
+    fn invocations(self, params: &Params) -> u64 {
+        let rows = params.rows as u64;
+        let classes = params.classes as u64;
+        match self {
+            Kernel::Logits => rows * classes,
+            Kernel::SoftmaxNll | Kernel::Evaluate => rows,
+            Kernel::SgdUpdate => (params.features as u64 + 1) * classes,
+        }
+    }
+}
+
+/// The buffers of one bind group, in binding order.
+pub(crate) struct Bindings<'a> {
+    pub params: &'a wgpu::Buffer,
+    pub features: &'a wgpu::Buffer,
+    pub labels: &'a wgpu::Buffer,
+    pub weights: &'a wgpu::Buffer,
+    pub bias: &'a wgpu::Buffer,
+    pub scratch: &'a wgpu::Buffer,
+    pub losses: &'a wgpu::Buffer,
+    pub status: &'a wgpu::Buffer,
+}
+
+/// The four compute pipelines and their bind group layout.
+pub(crate) struct Kernels {
+    layout: wgpu::BindGroupLayout,
+    logits: wgpu::ComputePipeline,
+    softmax_nll: wgpu::ComputePipeline,
+    sgd_update: wgpu::ComputePipeline,
+    evaluate: wgpu::ComputePipeline,
+    workgroup_size: u32,
+    max_workgroups_per_dimension: u32,
+    params_stride: u64,
+}
+
+impl Kernels {
+    /// Builds the pipelines with `workgroup_size` invocations per workgroup,
+    /// or [`DEFAULT_WORKGROUP_SIZE`] capped by the device limits.
+    ///
+    /// # Errors
+    /// [`Error::Gpu`] if the requested size exceeds a device limit (named in
+    /// the message) or a shader fails to compile.
+    pub fn new(context: &GpuContext, workgroup_size: Option<u32>) -> Result<Self> {
+        let limits = context.limits();
+        let workgroup_size = choose_workgroup_size(limits, workgroup_size)?;
+        let params_stride = PARAMS_SIZE.next_multiple_of(limits.min_uniform_buffer_offset_alignment as u64);
+
+        context.scoped("building the compute pipelines", || {
+            let device = context.device();
+            let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some("kernel bindings"),
+                entries: &layout_entries(),
+            });
+            let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some("kernel pipeline layout"),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+            let build = |kernel: Kernel| build_pipeline(device, &pipeline_layout, kernel.source(), workgroup_size);
+            Kernels {
+                logits: build(Kernel::Logits),
+                softmax_nll: build(Kernel::SoftmaxNll),
+                sgd_update: build(Kernel::SgdUpdate),
+                evaluate: build(Kernel::Evaluate),
+                layout,
+                workgroup_size,
+                max_workgroups_per_dimension: limits.max_compute_workgroups_per_dimension,
+                params_stride,
+            }
+        })
+    }
+
+    /// Invocations per workgroup.
+    pub fn workgroup_size(&self) -> u32 {
+        self.workgroup_size
+    }
+
+    /// Distance in bytes between [`Params`] slots in a uniform buffer:
+    /// [`PARAMS_SIZE`] rounded up to `min_uniform_buffer_offset_alignment`.
+    pub fn params_stride(&self) -> u64 {
+        self.params_stride
+    }
+
+    /// Packs `params` into slots [`Kernels::params_stride`] bytes apart.
+    pub fn pack_params(&self, params: &[Params]) -> Vec<u8> {
+        let stride = self.params_stride as usize;
+        let mut bytes = vec![0u8; params.len() * stride];
+        for (slot, value) in bytes.chunks_exact_mut(stride).zip(params) {
+            slot[..PARAMS_SIZE as usize].copy_from_slice(bytemuck::bytes_of(value));
+        }
+        bytes
+    }
+
+    /// Creates a bind group over `bindings`. Call inside an error scope.
+    pub fn bind_group(&self, context: &GpuContext, label: &str, bindings: &Bindings<'_>) -> wgpu::BindGroup {
+        fn whole(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
+            wgpu::BindGroupEntry {
+                binding,
+                resource: buffer.as_entire_binding(),
+            }
+        }
+        context.device().create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(label),
+            layout: &self.layout,
+            entries: &[
+                wgpu::BindGroupEntry {
+                    binding: 0,
+                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: bindings.params,
+                        offset: 0,
+                        size: NonZeroU64::new(PARAMS_SIZE),
+                    }),
+                },
+                whole(1, bindings.features),
+                whole(2, bindings.labels),
+                whole(3, bindings.weights),
+                whole(4, bindings.bias),
+                whole(5, bindings.scratch),
+                whole(6, bindings.losses),
+                whole(7, bindings.status),
+            ],
+        })
+    }
+
+    /// Encodes one SGD step: logits, softmax with NLL, then the fused
+    /// gradient and update, all with the [`Params`] at `params_offset`.
+    pub fn encode_train_step(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        bind_group: &wgpu::BindGroup,
+        params_offset: u32,
+        params: &Params,
+    ) -> Result<()> {
+        for kernel in [Kernel::Logits, Kernel::SoftmaxNll, Kernel::SgdUpdate] {
+            self.encode(pass, kernel, bind_group, params_offset, params)?;
+        }
+        Ok(())
+    }
+
+    /// Encodes one dispatch of `kernel` sized for `params`. Nothing is
+    /// encoded when no invocations are needed.
+    ///
+    /// # Errors
+    /// [`Error::Gpu`] naming `max_compute_workgroups_per_dimension` if the
+    /// dispatch would not fit even in two dimensions.
+    pub fn encode(
+        &self,
+        pass: &mut wgpu::ComputePass<'_>,
+        kernel: Kernel,
+        bind_group: &wgpu::BindGroup,
+        params_offset: u32,
+        params: &Params,
+    ) -> Result<()> {
+        let invocations = kernel.invocations(params);
+        if invocations == 0 {
+            return Ok(());
+        }
+        let (x, y) = self.grid(kernel, invocations)?;
+        pass.set_pipeline(self.pipeline(kernel));
+        pass.set_bind_group(0, bind_group, &[params_offset]);
+        pass.dispatch_workgroups(x, y, 1);
+        Ok(())
+    }
+
+    fn pipeline(&self, kernel: Kernel) -> &wgpu::ComputePipeline {
+        match kernel {
+            Kernel::Logits => &self.logits,
+            Kernel::SoftmaxNll => &self.softmax_nll,
+            Kernel::SgdUpdate => &self.sgd_update,
+            Kernel::Evaluate => &self.evaluate,
+        }
+    }
+
+    /// Workgroup counts `(x, y)` covering `invocations`; `y` exceeds 1 only
+    /// when `x` alone would pass `max_compute_workgroups_per_dimension`.
+    fn grid(&self, kernel: Kernel, invocations: u64) -> Result<(u32, u32)> {
+        dispatch_grid(
+            kernel.source().label,
+            invocations,
+            self.workgroup_size,
+            self.max_workgroups_per_dimension,
+        )
+    }
+}
+
+/// Computes the workgroup grid for `invocations`; see [`Kernels::grid`].
+pub(crate) fn dispatch_grid(
+    label: &str,
+    invocations: u64,
+    workgroup_size: u32,
+    max_per_dimension: u32,
+) -> Result<(u32, u32)> {
+    let workgroups = invocations.div_ceil(workgroup_size as u64);
+    let max = max_per_dimension as u64;
+    let (x, y) = if workgroups <= max {
+        (workgroups, 1)
+    } else {
+        (max, workgroups.div_ceil(max))
+    };
+    // Shaders index invocations with u32, so the whole grid must fit one.
+    let grid_invocations = x * y * workgroup_size as u64;
+    if y > max || grid_invocations > u32::MAX as u64 {
+        return Err(Error::Gpu {
+            reason: format!(
+                "kernel {label} needs {invocations} invocations, more than a grid of \
+                 {max_per_dimension} x {max_per_dimension} workgroups \
+                 (max_compute_workgroups_per_dimension) of {workgroup_size} invocations with \
+                 32-bit indices can cover; use smaller batches or fewer features"
+            ),
+        });
+    }
+    Ok((x as u32, y as u32))
+}
+
+fn choose_workgroup_size(limits: &wgpu::Limits, requested: Option<u32>) -> Result<u32> {
+    let cap = limits
+        .max_compute_invocations_per_workgroup
+        .min(limits.max_compute_workgroup_size_x);
+    match requested {
+        None => Ok(DEFAULT_WORKGROUP_SIZE.min(cap)),
+        Some(0) => Err(Error::Gpu {
+            reason: "workgroup size 0 is invalid; use at least 1".to_string(),
+        }),
+        Some(size) if size > limits.max_compute_invocations_per_workgroup => Err(Error::Gpu {
+            reason: format!(
+                "workgroup size {size} exceeds the device's max_compute_invocations_per_workgroup \
+                 of {}",
+                limits.max_compute_invocations_per_workgroup
+            ),
+        }),
+        Some(size) if size > limits.max_compute_workgroup_size_x => Err(Error::Gpu {
+            reason: format!(
+                "workgroup size {size} exceeds the device's max_compute_workgroup_size_x of {}",
+                limits.max_compute_workgroup_size_x
+            ),
+        }),
+        Some(size) => Ok(size),
+    }
+}
+
+fn layout_entries() -> [wgpu::BindGroupLayoutEntry; 8] {
+    let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
+        binding,
+        visibility: wgpu::ShaderStages::COMPUTE,
+        ty: wgpu::BindingType::Buffer {
+            ty: wgpu::BufferBindingType::Storage { read_only },
+            has_dynamic_offset: false,
+            min_binding_size: NonZeroU64::new(4),
+        },
+        count: None,
+    };
+    [
+        wgpu::BindGroupLayoutEntry {
+            binding: 0,
+            visibility: wgpu::ShaderStages::COMPUTE,
+            ty: wgpu::BindingType::Buffer {
+                ty: wgpu::BufferBindingType::Uniform,
+                has_dynamic_offset: true,
+                min_binding_size: NonZeroU64::new(PARAMS_SIZE),
+            },
+            count: None,
+        },
+        storage(1, true),
+        storage(2, true),
+        storage(3, false),
+        storage(4, false),
+        storage(5, false),
+        storage(6, false),
+        storage(7, false),
+    ]
+}
+
+fn build_pipeline(
+    device: &wgpu::Device,
+    layout: &wgpu::PipelineLayout,
+    kernel: KernelSource,
+    workgroup_size: u32,
+) -> wgpu::ComputePipeline {
+    let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        label: Some(kernel.label),
+        source: wgpu::ShaderSource::Wgsl(shaders::full_source(kernel).into()),
+    });
+    device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+        label: Some(kernel.label),
+        layout: Some(layout),
+        module: &module,
+        entry_point: Some("main"),
+        compilation_options: wgpu::PipelineCompilationOptions {
+            constants: &[("WORKGROUP_SIZE", workgroup_size as f64)],
+            zero_initialize_workgroup_memory: true,
+        },
+        cache: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn params_size_matches_wgsl_struct() {
+        assert_eq!(PARAMS_SIZE, 32);
+        assert_eq!(PARAMS_SIZE % 16, 0, "uniform structs are padded to 16 bytes");
+        assert_eq!(std::mem::align_of::<Params>(), 4);
+    }
+
+    #[test]
+    fn grid_stays_one_dimensional_within_limit() {
+        assert_eq!(dispatch_grid("k", 1, 64, 65535).unwrap(), (1, 1));
+        assert_eq!(dispatch_grid("k", 65, 64, 65535).unwrap(), (2, 1));
+        assert_eq!(dispatch_grid("k", 64 * 65535, 64, 65535).unwrap(), (65535, 1));
+    }
+
+    #[test]
+    fn grid_uses_second_dimension_past_limit() {
+        assert_eq!(dispatch_grid("k", 64 * 65536, 64, 65535).unwrap(), (65535, 2));
+        assert_eq!(dispatch_grid("k", 1000, 1, 40).unwrap(), (40, 25));
+    }
+
+    #[test]
+    fn grid_rejects_dispatch_past_both_dimensions() {
+        let error = dispatch_grid("logits", 1000, 1, 16).map(|_| ()).unwrap_err();
+        assert!(
+            error.to_string().contains("max_compute_workgroups_per_dimension"),
+            "{error}"
+        );
+        let error = dispatch_grid("logits", 1000, 1, 31).map(|_| ()).unwrap_err();
+        assert!(error.to_string().contains("logits"), "{error}");
+    }
+
+    #[test]
+    fn workgroup_size_respects_limits() {
+        let limits = wgpu::Limits::default();
+        assert_eq!(choose_workgroup_size(&limits, None).unwrap(), 64);
+        let error = choose_workgroup_size(&limits, Some(100_000)).unwrap_err();
+        assert!(
+            error.to_string().contains("max_compute_invocations_per_workgroup"),
+            "{error}"
+        );
+    }
+}
