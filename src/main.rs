@@ -331,6 +331,13 @@ fn devices() -> Result<()> {
     }
     for adapter in adapters {
         println!("{adapter}");
+        println!(
+            "    max storage binding {} MiB, max buffer {} MiB, max workgroups per dimension {}, max invocations per workgroup {}",
+            adapter.max_storage_buffer_binding_size >> 20,
+            adapter.max_buffer_size >> 20,
+            adapter.max_compute_workgroups_per_dimension,
+            adapter.max_compute_invocations_per_workgroup
+        );
     }
     Ok(())
 }

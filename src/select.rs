@@ -3,7 +3,8 @@
 use crate::backend::Backend;
 use crate::cpu::CpuBackend;
 use crate::data::Splits;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::gpu::{find_adapter, list_adapters, AdapterRequest, GpuBackend, GpuOptions};
 
 /// Where to train, as `--backend` spells it.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -53,13 +54,49 @@ pub fn open_backend<'a>(
     splits: &'a Splits,
     batch_size: usize,
 ) -> Result<Opened<'a>> {
-    let _ = (adapter_filter, batch_size);
-    let cpu = |reason: String| Opened {
-        backend: Box::new(CpuBackend::new(splits)),
-        reason,
+    let with_filter = |request: AdapterRequest| match adapter_filter {
+        Some(name) => request.with_name_contains(name),
+        None => request,
+    };
+    let open_gpu = |request: AdapterRequest, reason: String| -> Result<Opened<'a>> {
+        let options = GpuOptions::default().with_adapter(request).with_batch_size(batch_size);
+        Ok(Opened {
+            backend: Box::new(GpuBackend::new(splits, options)?),
+            reason,
+        })
     };
     match choice {
-        BackendChoice::Cpu => Ok(cpu("CPU path requested with --backend cpu".to_string())),
-        BackendChoice::Auto | BackendChoice::Gpu => Ok(cpu("GPU path not built yet".to_string())),
+        BackendChoice::Cpu => Ok(Opened {
+            backend: Box::new(CpuBackend::new(splits)),
+            reason: "CPU path requested with --backend cpu".to_string(),
+        }),
+        BackendChoice::Gpu => open_gpu(
+            with_filter(AdapterRequest::any()),
+            "GPU path requested with --backend gpu".to_string(),
+        ),
+        BackendChoice::Auto => {
+            let request = with_filter(AdapterRequest::hardware_only());
+            match find_adapter(&request) {
+                Ok(adapter) => open_gpu(request, format!("auto: found hardware GPU {adapter}")),
+                Err(Error::NoAdapter { .. }) => {
+                    let found = list_adapters();
+                    let reason = if found.is_empty() {
+                        "auto: no GPU adapter found, using the CPU path".to_string()
+                    } else {
+                        let names: Vec<String> = found.iter().map(ToString::to_string).collect();
+                        format!(
+                            "auto: no hardware GPU among {}, using the CPU path; --backend gpu uses a software adapter",
+                            names.join(", ")
+                        )
+                    };
+                    log::info!("{reason}");
+                    Ok(Opened {
+                        backend: Box::new(CpuBackend::new(splits)),
+                        reason,
+                    })
+                }
+                Err(other) => Err(other),
+            }
+        }
     }
 }

@@ -188,3 +188,35 @@ fn devices_lists_adapters_or_says_how_to_get_one() {
     assert!(output.status.success(), "{stderr}");
     assert!(!stdout.trim().is_empty());
 }
+
+#[test]
+fn train_on_gpu_backend_or_explain_why_not() {
+    let (directory, data) = tiny_dir();
+    let output = wgpu_learn(
+        &["train", "--data", data.to_str().unwrap(), "--backend", "gpu", "--batch-size", "10", "--max-epochs", "3"],
+        directory.path(),
+    );
+    let (stdout, stderr) = text(&output);
+    if stderr.contains("no usable GPU adapter") {
+        assert!(stderr.contains("mesa-vulkan-drivers"), "the error says how to get an adapter: {stderr}");
+        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "CI=true and no GPU adapter: {stderr}");
+        eprintln!("skipping the GPU part: no adapter");
+        return;
+    }
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("backend: gpu"), "{stdout}");
+    assert!(stdout.contains("Optimization complete with best validation score of 0.000000 %"), "{stdout}");
+}
+
+#[test]
+fn unknown_adapter_name_lists_adapters() {
+    let (directory, data) = tiny_dir();
+    let output = wgpu_learn(
+        &["train", "--data", data.to_str().unwrap(), "--backend", "gpu", "--adapter", "no-such-gpu-name"],
+        directory.path(),
+    );
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr.contains("no usable GPU adapter"), "{stderr}");
+    assert!(stderr.contains("no-such-gpu-name"), "{stderr}");
+}
