@@ -1,16 +1,20 @@
 //! [`Backend`] on the CPU.
 
-use super::ops;
+use super::fused::{self, FusedParams};
 use crate::backend::{Backend, Batch, Evaluation};
 use crate::data::{Split, Splits};
 use crate::error::Result;
 use crate::model::LogisticRegression;
 
 /// Trains on the CPU with rayon, reading the splits in place.
+///
+/// Steps run through [`fused::sgd_step`], with the weights kept
+/// classes-major; [`Backend::current_model`] returns them in the model's
+/// `d x k` layout.
 pub struct CpuBackend<'a> {
     splits: &'a Splits,
-    model: LogisticRegression,
-    best: Option<LogisticRegression>,
+    params: FusedParams,
+    best: Option<FusedParams>,
     steps_done: u64,
     first_non_finite_step: Option<u64>,
 }
@@ -20,11 +24,20 @@ impl<'a> CpuBackend<'a> {
     pub fn new(splits: &'a Splits) -> Self {
         CpuBackend {
             splits,
-            model: LogisticRegression::zeros(splits.train.sample_shape().to_vec(), splits.n_classes()),
+            params: FusedParams::zeros(splits.n_features(), splits.n_classes()),
             best: None,
             steps_done: 0,
             first_non_finite_step: None,
         }
+    }
+
+    fn to_model(&self, params: &FusedParams) -> LogisticRegression {
+        let mut model = LogisticRegression::zeros(self.splits.train.sample_shape().to_vec(), params.k);
+        for ((feature, class), weight) in model.weights.indexed_iter_mut() {
+            *weight = params.wt[class * params.d + feature];
+        }
+        model.bias = ndarray::Array1::from_vec(params.bias.clone());
+        model
     }
 }
 
@@ -35,18 +48,16 @@ impl Backend for CpuBackend<'_> {
 
     fn train_steps(&mut self, batches: &[Batch], learning_rate: f32) -> Result<()> {
         let train = &self.splits.train;
-        let x = train.features_view();
+        let d = train.n_features();
         for batch in batches {
-            let loss = ops::sgd_step(
-                ops::rows(x, batch.start, batch.len),
-                &train.labels()[batch.start..batch.start + batch.len],
-                self.model.weights.view_mut(),
-                self.model.bias.view_mut(),
+            let rows = batch.start..batch.start + batch.len;
+            let loss = fused::sgd_step(
+                &mut self.params,
+                &train.features()[rows.start * d..rows.end * d],
+                &train.labels()[rows],
                 learning_rate,
             );
-            let parameters_finite =
-                self.model.bias.iter().all(|v| v.is_finite()) && self.model.weights.iter().all(|v| v.is_finite());
-            if self.first_non_finite_step.is_none() && !(loss.is_finite() && parameters_finite) {
+            if self.first_non_finite_step.is_none() && !(loss.is_finite() && self.params.is_finite()) {
                 self.first_non_finite_step = Some(self.steps_done);
             }
             self.steps_done += 1;
@@ -56,16 +67,16 @@ impl Backend for CpuBackend<'_> {
 
     fn evaluate(&mut self, split: Split, batches: &[Batch]) -> Result<Evaluation> {
         let data = self.splits.get(split);
-        let x = data.features_view();
+        let d = data.n_features();
         let mut errors = 0;
         let mut rows = 0;
         for batch in batches {
-            let logits = ops::logits(
-                ops::rows(x, batch.start, batch.len),
-                self.model.weights.view(),
-                self.model.bias.view(),
+            let range = batch.start..batch.start + batch.len;
+            errors += fused::count_errors(
+                &self.params,
+                &data.features()[range.start * d..range.end * d],
+                &data.labels()[range],
             );
-            errors += ops::count_errors(logits.view(), &data.labels()[batch.start..batch.start + batch.len]);
             rows += batch.len as u64;
         }
         Ok(Evaluation {
@@ -76,15 +87,15 @@ impl Backend for CpuBackend<'_> {
     }
 
     fn keep_best(&mut self) -> Result<()> {
-        self.best = Some(self.model.clone());
+        self.best = Some(self.params.clone());
         Ok(())
     }
 
     fn best_model(&mut self) -> Result<LogisticRegression> {
-        Ok(self.best.clone().unwrap_or_else(|| self.model.clone()))
+        Ok(self.to_model(self.best.as_ref().unwrap_or(&self.params)))
     }
 
     fn current_model(&mut self) -> Result<LogisticRegression> {
-        Ok(self.model.clone())
+        Ok(self.to_model(&self.params))
     }
 }

@@ -1,6 +1,7 @@
 //! The CPU path: training with rayon over rows.
 
 mod backend;
+pub mod fused;
 pub mod ops;
 
 pub use backend::CpuBackend;

@@ -1,0 +1,402 @@
+//! The CPU training step, fused and vectorised.
+//!
+//! Weights are kept classes-major (`k x d`, `wt[c * d + i]`), so that every
+//! inner loop runs over features, where lanes are never wasted on a small
+//! class count. A minibatch is cut into blocks of [`BLOCK_ROWS`] rows; each
+//! rayon task computes its block's logits, softmax gradient and weight
+//! gradient while the rows are in cache, and the block gradients are added in
+//! block order. Every sum uses [`LANES`] accumulators combined in a fixed
+//! order and `mul_add`, so results are bit-identical on any number of threads
+//! and with or without AVX2: only speed depends on the instruction set.
+
+use rayon::prelude::*;
+
+/// Rows per rayon task; fixed so that sums do not depend on the thread count.
+pub const BLOCK_ROWS: usize = 64;
+
+/// Accumulators per dot product; features `i` and `i + LANES` share one.
+pub const LANES: usize = 8;
+
+type Lanes = [f32; LANES];
+
+/// Classes-major parameters of logistic regression.
+#[derive(Clone, Debug, PartialEq)]
+pub struct FusedParams {
+    /// Features per row.
+    pub d: usize,
+    /// Classes.
+    pub k: usize,
+    /// `k x d` weights, `wt[c * d + i]`.
+    pub wt: Vec<f32>,
+    /// `k` biases.
+    pub bias: Vec<f32>,
+}
+
+impl FusedParams {
+    /// All-zero parameters for `d` features and `k` classes.
+    pub fn zeros(d: usize, k: usize) -> Self {
+        FusedParams {
+            d,
+            k,
+            wt: vec![0.0; d * k],
+            bias: vec![0.0; k],
+        }
+    }
+
+    /// Whether every weight and bias is finite.
+    pub fn is_finite(&self) -> bool {
+        self.wt.iter().chain(&self.bias).all(|v| v.is_finite())
+    }
+}
+
+/// Runs one SGD step on `rows` rows of `x` (row-major, `rows x d`) and
+/// returns the mean loss (NaN or infinite if a row's loss is not finite).
+pub fn sgd_step(params: &mut FusedParams, x: &[f32], labels: &[u32], learning_rate: f32) -> f32 {
+    let (d, k) = (params.d, params.k);
+    let rows = labels.len();
+    assert_eq!(x.len(), rows * d, "x must hold rows x d values");
+    let scale = 1.0 / rows as f32;
+
+    // Each block: logits, softmax gradient, then its share of the gradients.
+    let blocks: Vec<(Vec<f32>, Vec<f32>, f64)> = x
+        .par_chunks(BLOCK_ROWS * d)
+        .zip(labels.par_chunks(BLOCK_ROWS))
+        .map(|(x_block, label_block)| {
+            let n = label_block.len();
+            let mut grad = vec![0.0f32; n * k];
+            logits(params, x_block, &mut grad);
+            let mut loss = 0.0f64;
+            for (row, &label) in grad.chunks_exact_mut(k).zip(label_block) {
+                loss += softmax_nll_grad(row, label as usize, scale) as f64;
+            }
+            let mut weight_grad = vec![0.0f32; k * d];
+            let mut bias_grad = vec![0.0f32; k];
+            accumulate_gradient(x_block, &grad, d, k, &mut weight_grad, &mut bias_grad);
+            (weight_grad, bias_grad, loss)
+        })
+        .collect();
+
+    // Add the block gradients in block order and apply the update.
+    let (mut weight_grad, mut bias_grad, mut loss) = (vec![0.0f32; k * d], vec![0.0f32; k], 0.0f64);
+    for (block_weight, block_bias, block_loss) in &blocks {
+        add_into(&mut weight_grad, block_weight);
+        add_into(&mut bias_grad, block_bias);
+        loss += block_loss;
+    }
+    for (w, g) in params.wt.iter_mut().zip(&weight_grad) {
+        *w -= learning_rate * g;
+    }
+    for (b, g) in params.bias.iter_mut().zip(&bias_grad) {
+        *b -= learning_rate * g;
+    }
+    (loss / rows as f64) as f32
+}
+
+/// Counts the rows of `x` whose argmax (first maximum on ties, NaN never
+/// chosen) differs from the label.
+pub fn count_errors(params: &FusedParams, x: &[f32], labels: &[u32]) -> u64 {
+    let (d, k) = (params.d, params.k);
+    x.par_chunks(BLOCK_ROWS * d)
+        .zip(labels.par_chunks(BLOCK_ROWS))
+        .map(|(x_block, label_block)| {
+            let mut out = vec![0.0f32; label_block.len() * k];
+            logits(params, x_block, &mut out);
+            out.chunks_exact(k)
+                .zip(label_block)
+                .filter(|(row, &label)| argmax(row) != label as usize)
+                .count() as u64
+        })
+        .sum()
+}
+
+/// Writes the logits of the rows of `x` into `out` (`rows x k`).
+pub fn logits(params: &FusedParams, x: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports the features that the function enables.
+            unsafe { logits_avx2(params, x, out) };
+            return;
+        }
+    }
+    logits_portable(params, x, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn logits_avx2(params: &FusedParams, x: &[f32], out: &mut [f32]) {
+    logits_portable(params, x, out);
+}
+
+#[inline(always)]
+fn logits_portable(params: &FusedParams, x: &[f32], out: &mut [f32]) {
+    let (d, k) = (params.d, params.k);
+    let rows = x.len() / d;
+    let mut row = 0;
+    while row < rows {
+        let pair = (rows - row).min(2);
+        let mut class = 0;
+        while class < k {
+            let group = (k - class).min(4);
+            match (pair, group) {
+                (2, 4) => logits_tile::<2, 4>(params, x, out, row, class),
+                (2, 3) => logits_tile::<2, 3>(params, x, out, row, class),
+                (2, 2) => logits_tile::<2, 2>(params, x, out, row, class),
+                (2, _) => logits_tile::<2, 1>(params, x, out, row, class),
+                (_, 4) => logits_tile::<1, 4>(params, x, out, row, class),
+                (_, 3) => logits_tile::<1, 3>(params, x, out, row, class),
+                (_, 2) => logits_tile::<1, 2>(params, x, out, row, class),
+                (_, _) => logits_tile::<1, 1>(params, x, out, row, class),
+            }
+            class += group;
+        }
+        row += pair;
+    }
+}
+
+/// Logits of `R` rows from `row` for `C` classes from `class`.
+#[inline(always)]
+fn logits_tile<const R: usize, const C: usize>(params: &FusedParams, x: &[f32], out: &mut [f32], row: usize, class: usize) {
+    let (d, k) = (params.d, params.k);
+    let mut acc = [[[0.0f32; LANES]; C]; R];
+    let x_rows: [&[f32]; R] = std::array::from_fn(|r| &x[(row + r) * d..(row + r + 1) * d]);
+    let w_rows: [&[f32]; C] = std::array::from_fn(|c| &params.wt[(class + c) * d..(class + c + 1) * d]);
+    let full = d / LANES * LANES;
+    for start in (0..full).step_by(LANES) {
+        let xs: [Lanes; R] = std::array::from_fn(|r| lanes(&x_rows[r][start..start + LANES]));
+        for c in 0..C {
+            let w = lanes(&w_rows[c][start..start + LANES]);
+            for r in 0..R {
+                for lane in 0..LANES {
+                    acc[r][c][lane] = xs[r][lane].mul_add(w[lane], acc[r][c][lane]);
+                }
+            }
+        }
+    }
+    for i in full..d {
+        for c in 0..C {
+            for r in 0..R {
+                acc[r][c][i - full] = x_rows[r][i].mul_add(w_rows[c][i], acc[r][c][i - full]);
+            }
+        }
+    }
+    for r in 0..R {
+        for c in 0..C {
+            out[(row + r) * k + class + c] = sum_lanes(&acc[r][c]) + params.bias[class + c];
+        }
+    }
+}
+
+/// Adds `g^T x` to `weight_grad` (`k x d`) and the column sums of `g` to
+/// `bias_grad`, for the rows of one block; rows are summed in order.
+fn accumulate_gradient(x: &[f32], g: &[f32], d: usize, k: usize, weight_grad: &mut [f32], bias_grad: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+            // SAFETY: the CPU supports the features that the function enables.
+            unsafe { accumulate_gradient_avx2(x, g, d, k, weight_grad, bias_grad) };
+            return;
+        }
+    }
+    accumulate_gradient_portable(x, g, d, k, weight_grad, bias_grad);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn accumulate_gradient_avx2(x: &[f32], g: &[f32], d: usize, k: usize, weight_grad: &mut [f32], bias_grad: &mut [f32]) {
+    accumulate_gradient_portable(x, g, d, k, weight_grad, bias_grad);
+}
+
+#[inline(always)]
+fn accumulate_gradient_portable(x: &[f32], g: &[f32], d: usize, k: usize, weight_grad: &mut [f32], bias_grad: &mut [f32]) {
+    let mut class = 0;
+    while class < k {
+        let group = (k - class).min(5);
+        match group {
+            5 => gradient_tile::<5>(x, g, d, k, class, weight_grad),
+            4 => gradient_tile::<4>(x, g, d, k, class, weight_grad),
+            3 => gradient_tile::<3>(x, g, d, k, class, weight_grad),
+            2 => gradient_tile::<2>(x, g, d, k, class, weight_grad),
+            _ => gradient_tile::<1>(x, g, d, k, class, weight_grad),
+        }
+        class += group;
+    }
+    for row in g.chunks_exact(k) {
+        add_into(bias_grad, row);
+    }
+}
+
+/// Weight gradient of `C` classes from `class`, eight features at a time.
+#[inline(always)]
+fn gradient_tile<const C: usize>(x: &[f32], g: &[f32], d: usize, k: usize, class: usize, weight_grad: &mut [f32]) {
+    let rows = g.len() / k;
+    let full = d / LANES * LANES;
+    for start in (0..full).step_by(LANES) {
+        let mut acc: [Lanes; C] = std::array::from_fn(|c| lanes(&weight_grad[(class + c) * d + start..][..LANES]));
+        for r in 0..rows {
+            let xs = lanes(&x[r * d + start..][..LANES]);
+            for c in 0..C {
+                let scale = g[r * k + class + c];
+                for lane in 0..LANES {
+                    acc[c][lane] = scale.mul_add(xs[lane], acc[c][lane]);
+                }
+            }
+        }
+        for c in 0..C {
+            weight_grad[(class + c) * d + start..][..LANES].copy_from_slice(&acc[c]);
+        }
+    }
+    for i in full..d {
+        for c in 0..C {
+            let mut sum = weight_grad[(class + c) * d + i];
+            for r in 0..rows {
+                sum = g[r * k + class + c].mul_add(x[r * d + i], sum);
+            }
+            weight_grad[(class + c) * d + i] = sum;
+        }
+    }
+}
+
+/// Replaces a row of logits by `(softmax - onehot(label)) * scale` and
+/// returns the row's loss `logsumexp - z[label]`.
+fn softmax_nll_grad(row: &mut [f32], label: usize, scale: f32) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f32 = row.iter().map(|&z| (z - max).exp()).sum();
+    let log_sum = sum.ln();
+    let loss = max + log_sum - row[label];
+    for z in row.iter_mut() {
+        *z = (*z - max - log_sum).exp() * scale;
+    }
+    row[label] -= scale;
+    loss
+}
+
+fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    let mut best_value = f32::NEG_INFINITY;
+    for (index, &value) in row.iter().enumerate() {
+        if value > best_value {
+            best = index;
+            best_value = value;
+        }
+    }
+    best
+}
+
+#[inline(always)]
+fn lanes(values: &[f32]) -> Lanes {
+    values[..LANES].try_into().expect("slice has LANES values")
+}
+
+/// Sums the lanes pairwise in a fixed order.
+#[inline(always)]
+fn sum_lanes(acc: &Lanes) -> f32 {
+    let quad = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
+    (quad[0] + quad[2]) + (quad[1] + quad[3])
+}
+
+fn add_into(target: &mut [f32], values: &[f32]) {
+    for (t, v) in target.iter_mut().zip(values) {
+        *t += v;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::ops;
+    use ndarray::{Array1, Array2, ArrayView2};
+
+    fn pseudo_random(len: usize, seed: u32) -> Vec<f32> {
+        let mut state = seed;
+        (0..len)
+            .map(|_| {
+                state = state.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                (state >> 8) as f32 / (1u32 << 24) as f32 - 0.5
+            })
+            .collect()
+    }
+
+    #[test]
+    fn fused_step_matches_reference_ops() {
+        for (rows, d, k) in [(1, 3, 2), (7, 785, 17), (601, 784, 10), (130, 9, 3)] {
+            let x = pseudo_random(rows * d, 1);
+            let labels: Vec<u32> = (0..rows as u32).map(|r| (r * 7) % k as u32).collect();
+            let mut params = FusedParams::zeros(d, k);
+            params.wt = pseudo_random(d * k, 2);
+            params.bias = pseudo_random(k, 3);
+
+            let mut weights = Array2::from_shape_fn((d, k), |(i, c)| params.wt[c * d + i]);
+            let mut bias = Array1::from_vec(params.bias.clone());
+            let x_view = ArrayView2::from_shape((rows, d), &x).unwrap();
+            let expected_loss = ops::sgd_step(x_view, &labels, weights.view_mut(), bias.view_mut(), 0.1);
+            let loss = sgd_step(&mut params, &x, &labels, 0.1);
+
+            assert!((loss - expected_loss).abs() <= 1e-5 + 1e-5 * expected_loss.abs(), "{rows}x{d}x{k}: loss {loss} vs {expected_loss}");
+            for i in 0..d {
+                for c in 0..k {
+                    let (got, want) = (params.wt[c * d + i], weights[[i, c]]);
+                    assert!((got - want).abs() <= 1e-5 + 1e-5 * want.abs(), "{rows}x{d}x{k}: w[{i},{c}] {got} vs {want}");
+                }
+            }
+            for c in 0..k {
+                assert!((params.bias[c] - bias[c]).abs() <= 1e-5, "{rows}x{d}x{k}: b[{c}]");
+            }
+        }
+    }
+
+    #[test]
+    fn fused_step_does_not_depend_on_thread_count() {
+        let (rows, d, k) = (600, 100, 10);
+        let x = pseudo_random(rows * d, 4);
+        let labels: Vec<u32> = (0..rows as u32).map(|r| r % k as u32).collect();
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| {
+                let mut params = FusedParams::zeros(d, k);
+                for _ in 0..3 {
+                    sgd_step(&mut params, &x, &labels, 0.5);
+                }
+                params
+            })
+        };
+        let one = run(1);
+        assert_eq!(one, run(3));
+        assert!(one.wt.iter().any(|&w| w != 0.0));
+    }
+
+    #[test]
+    fn avx2_and_portable_paths_agree_bit_for_bit() {
+        let (rows, d, k) = (9, 787, 11);
+        let x = pseudo_random(rows * d, 5);
+        let mut params = FusedParams::zeros(d, k);
+        params.wt = pseudo_random(d * k, 6);
+        let mut portable = vec![0.0; rows * k];
+        logits_portable(&params, &x, &mut portable);
+        let mut dispatched = vec![0.0; rows * k];
+        logits(&params, &x, &mut dispatched);
+        assert_eq!(portable, dispatched);
+
+        let g = pseudo_random(rows * k, 7);
+        let (mut w1, mut b1) = (vec![0.0; k * d], vec![0.0; k]);
+        let (mut w2, mut b2) = (vec![0.0; k * d], vec![0.0; k]);
+        accumulate_gradient_portable(&x, &g, d, k, &mut w1, &mut b1);
+        accumulate_gradient(&x, &g, d, k, &mut w2, &mut b2);
+        assert_eq!((w1, b1), (w2, b2));
+    }
+
+    #[test]
+    fn count_errors_matches_reference() {
+        let (rows, d, k) = (301, 20, 4);
+        let x = pseudo_random(rows * d, 8);
+        let labels: Vec<u32> = (0..rows as u32).map(|r| r % k as u32).collect();
+        let mut params = FusedParams::zeros(d, k);
+        params.wt = pseudo_random(d * k, 9);
+        let weights = Array2::from_shape_fn((d, k), |(i, c)| params.wt[c * d + i]);
+        let x_view = ArrayView2::from_shape((rows, d), &x).unwrap();
+        let logits = ops::logits(x_view, weights.view(), Array1::zeros(k).view());
+        let expected = ops::count_errors(logits.view(), &labels);
+        assert_eq!(count_errors(&params, &x, &labels), expected);
+        assert!(expected > 0 && expected < rows as u64);
+    }
+}
