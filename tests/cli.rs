@@ -220,3 +220,79 @@ fn unknown_adapter_name_lists_adapters() {
     assert!(stderr.contains("no usable GPU adapter"), "{stderr}");
     assert!(stderr.contains("no-such-gpu-name"), "{stderr}");
 }
+
+#[test]
+fn divergence_fails_and_keeps_previous_model() {
+    // Labels unrelated to the pixels keep the gradients large, so a huge
+    // learning rate drives the weights to infinity.
+    let directory = tempfile::tempdir().unwrap();
+    let data = directory.path().join("noise");
+    std::fs::create_dir(&data).unwrap();
+    let rows = 60u32;
+    let images: Vec<u8> = (0..rows * 16).map(|i| ((i * 37 + i / 16 * 11) % 256) as u8).collect();
+    let labels: Vec<u8> = (0..rows).map(|r| ((r * 7 + r / 5) % 3) as u8).collect();
+    for prefix in ["train", "t10k"] {
+        std::fs::write(data.join(format!("{prefix}-images-idx3-ubyte")), idx_bytes(&[rows, 4, 4], &images)).unwrap();
+        std::fs::write(data.join(format!("{prefix}-labels-idx1-ubyte")), idx_bytes(&[rows], &labels)).unwrap();
+    }
+    let model = directory.path().join("model.safetensors");
+    std::fs::write(&model, b"previous model").unwrap();
+    let output = wgpu_learn(
+        &["train", "--data", data.to_str().unwrap(), "--backend", "cpu", "--batch-size", "10", "--learning-rate", "3e38", "--output", "model.safetensors"],
+        directory.path(),
+    );
+    let (stdout, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(stderr.contains("training diverged at epoch 1, minibatch "), "{stderr}");
+    assert!(stderr.contains("lower the learning rate"), "{stderr}");
+    assert_eq!(std::fs::read(&model).unwrap(), b"previous model");
+}
+
+#[test]
+fn interrupt_saves_complete_best_model() {
+    // The shipped MNIST on the CPU path runs for seconds, long enough to
+    // interrupt after the first validation.
+    let directory = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wgpu-learn"))
+        .args(["train", "--backend", "cpu", "--output", "interrupted.safetensors"])
+        .current_dir(directory.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut seen = String::new();
+    loop {
+        let mut line = String::new();
+        let read = std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+        assert!(read > 0, "training ended before its first validation: {seen}");
+        seen.push_str(&line);
+        if line.starts_with("epoch 1,") {
+            break;
+        }
+    }
+    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    let exit = child.wait().unwrap();
+    assert_eq!(exit.code(), Some(130), "{seen}{rest}");
+    assert!(rest.contains("interrupted: saving the best model so far"), "{rest}");
+    let model = wgpu_learn::model::load_model(&directory.path().join("interrupted.safetensors")).unwrap();
+    assert_eq!(model.n_features(), 784);
+    assert_eq!(model.n_classes(), 10);
+    assert!(model.weights.iter().any(|&w| w != 0.0));
+}
+
+#[test]
+fn missing_data_paths_are_named() {
+    let directory = tempfile::tempdir().unwrap();
+    std::fs::write(directory.path().join("a-file"), b"x").unwrap();
+    for (data, expected) in [("no-such-dir", "no-such-dir"), ("a-file", "a-file")] {
+        let output = wgpu_learn(&["train", "--backend", "cpu", "--data", data], directory.path());
+        let (_, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
+    }
+}

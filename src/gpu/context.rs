@@ -68,7 +68,12 @@ impl GpuContext {
         })
     }
 
-    /// Returns the chosen adapter.
+    /// The wgpu device, for programs that run their own work beside training.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The chosen adapter.
     pub fn adapter(&self) -> &AdapterInfoSummary {
         &self.adapter
     }
@@ -84,9 +89,6 @@ impl GpuContext {
         format!("gpu: {}", self.adapter)
     }
 
-    pub(crate) fn device(&self) -> &wgpu::Device {
-        &self.device
-    }
 
     pub(crate) fn queue(&self) -> &wgpu::Queue {
         &self.queue

@@ -206,6 +206,60 @@ mod tests {
     }
 
     #[test]
+    fn rejects_truncated_and_foreign_files() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("model.safetensors");
+        let model = LogisticRegression::zeros(vec![4], 3);
+        let bytes = encode(&model).unwrap();
+
+        std::fs::write(&path, &bytes[..bytes.len() - 5]).unwrap();
+        let error = load_model(&path).unwrap_err().to_string();
+        assert!(error.contains("not a readable safetensors file"), "{error}");
+
+        std::fs::write(&path, b"PK\x03\x04 a zip archive, not a model").unwrap();
+        let error = load_model(&path).unwrap_err().to_string();
+        assert!(error.contains("not a readable safetensors file"), "{error}");
+
+        // Positive control: the complete bytes load.
+        std::fs::write(&path, &bytes).unwrap();
+        assert_eq!(load_model(&path).unwrap(), model);
+    }
+
+    #[test]
+    fn rejects_metadata_that_disagrees_with_tensors() {
+        let directory = tempfile::tempdir().unwrap();
+        let path = directory.path().join("model.safetensors");
+        let weight = [0u8; 4 * 4 * 3];
+        let bias = [0u8; 4 * 3];
+        let write = |classes: &str, shape: &str, format: &str| {
+            let tensors = [
+                ("weight", TensorView::new(Dtype::F32, vec![4, 3], &weight).unwrap()),
+                ("bias", TensorView::new(Dtype::F32, vec![3], &bias).unwrap()),
+            ];
+            let metadata = HashMap::from([
+                ("format".to_string(), format.to_string()),
+                ("format_version".to_string(), "1".to_string()),
+                ("model".to_string(), "logistic_regression".to_string()),
+                ("classes".to_string(), classes.to_string()),
+                ("input_shape".to_string(), shape.to_string()),
+            ]);
+            std::fs::write(&path, safetensors::serialize(tensors, Some(metadata)).unwrap()).unwrap();
+        };
+        write("4", "[4]", "wgpu-learn");
+        let error = load_model(&path).unwrap_err().to_string();
+        assert!(error.contains("tensor `weight` has shape [4, 3] but the metadata implies [4, 4]"), "{error}");
+        write("3", "[2,2,2]", "wgpu-learn");
+        let error = load_model(&path).unwrap_err().to_string();
+        assert!(error.contains("metadata implies [8, 3]"), "{error}");
+        write("3", "[4]", "something-else");
+        let error = load_model(&path).unwrap_err().to_string();
+        assert!(error.contains("metadata `format` is `something-else`"), "{error}");
+        // Positive control: consistent metadata loads.
+        write("3", "[2,2]", "wgpu-learn");
+        assert_eq!(load_model(&path).unwrap().sample_shape, vec![2, 2]);
+    }
+
+    #[test]
     fn rejects_lfs_pointer_and_empty_file() {
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("model.safetensors");
