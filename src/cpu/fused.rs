@@ -386,6 +386,22 @@ mod tests {
     }
 
     #[test]
+    fn softmax_gradient_is_finite_for_extreme_logits() {
+        let cases: [([f32; 3], usize); 3] = [([90.0, 2.0, -2.0], 0), ([1000.0, 0.0, -1000.0], 2), ([-1000.0, -1000.0, -1000.0], 1)];
+        for (logits, label) in cases {
+            let mut row = logits;
+            let loss = softmax_nll_grad(&mut row, label, 1.0);
+            assert!(loss.is_finite() && row.iter().all(|g| g.is_finite()), "{logits:?}: {loss} {row:?}");
+        }
+        let mut row = [1000.0f32, 0.0, -1000.0];
+        assert_eq!(softmax_nll_grad(&mut row, 2, 1.0), 2000.0);
+        assert_eq!(row, [1.0, 0.0, -1.0]);
+        let mut row = [0.0f32, 120.0];
+        assert_eq!(softmax_nll_grad(&mut row, 0, 1.0), 120.0);
+        assert_eq!(row, [-1.0, 1.0]);
+    }
+
+    #[test]
     fn count_errors_matches_reference() {
         let (rows, d, k) = (301, 20, 4);
         let x = pseudo_random(rows * d, 8);
