@@ -118,6 +118,10 @@ impl fmt::Display for Dtype {
 }
 
 /// A numpy array as stored in the pickle.
+///
+/// The reader checks that `data` has `shape.iter().product() * dtype.item_size`
+/// bytes and that `dtype` is one it supports. The conversion methods panic
+/// on an array built by hand that breaks these invariants.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NumpyArray {
     /// Element type.
@@ -471,10 +475,10 @@ impl<'a> Machine<'a> {
     }
 
     /// Checks the state at STOP and converts the result.
-    fn finish(mut self) -> Result<PickleValue> {
+    fn finish(self) -> Result<PickleValue> {
         if self.position != self.input.len() {
             return Err(self.error(format!(
-                "{} bytes follow the STOP opcode; the file holds more than one pickle or is corrupt",
+                "{} bytes follow the STOP opcode; the file contains more than one pickle or is corrupt",
                 self.input.len() - self.position
             )));
         }
@@ -492,9 +496,7 @@ impl<'a> Machine<'a> {
             nodes: self.arena.len().saturating_mul(4).saturating_add(64),
             bytes: self.input.len().saturating_mul(2).saturating_add(64),
         };
-        let value = self.convert(top, 0, &mut budget)?;
-        self.arena.clear();
-        Ok(value)
+        self.convert(top, 0, &mut budget)
     }
 
     fn step(&mut self, opcode: u8) -> Result<()> {
@@ -509,7 +511,8 @@ impl<'a> Machine<'a> {
                 }
             }
             0x95 => {
-                // FRAME only groups opcodes for buffered reading; its length is checked and ignored.
+                // FRAME only groups opcodes for buffered reading, so its length
+                // is checked and otherwise ignored.
                 let length = self.read_u64()?;
                 if length > (self.input.len() - self.position) as u64 {
                     return Err(self.error(format!(
@@ -824,7 +827,7 @@ impl<'a> Machine<'a> {
     }
 
     fn pairs(&self, items: Vec<usize>) -> Result<Vec<(usize, usize)>> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.error("a dict needs an even number of keys and values"));
         }
         Ok(items
@@ -887,12 +890,21 @@ impl<'a> Machine<'a> {
                 self.arena[callable].kind()
             )));
         };
-        let Object::Tuple(arguments) = self.arena[arguments].clone() else {
-            return Err(self.error("REDUCE needs a tuple of arguments"));
+        // Every allowed global takes at most 4 arguments. Checking that
+        // before the copy keeps a huge shared tuple from being copied per call.
+        let arguments = match &self.arena[arguments] {
+            Object::Tuple(items) if items.len() <= 4 => items.clone(),
+            Object::Tuple(items) => {
+                return Err(self.error(format!(
+                    "REDUCE with {} arguments is not supported; the allowed globals take at most 4",
+                    items.len()
+                )))
+            }
+            _ => return Err(self.error("REDUCE needs a tuple of arguments")),
         };
         let object = match global {
             Global::Reconstruct => self.reconstruct(&arguments)?,
-            Global::FromBuffer => self.from_buffer(&arguments)?,
+            Global::FromBuffer => self.frombuffer(&arguments)?,
             Global::Dtype => self.new_dtype(&arguments)?,
             Global::CodecsEncode => self.codecs_encode(&arguments)?,
             Global::Bytes if arguments.is_empty() => Object::Bytes(Payload::Owned(Vec::new())),
@@ -921,7 +933,7 @@ impl<'a> Machine<'a> {
     }
 
     /// `_frombuffer(buffer, dtype, shape, order)`, protocol 5's form of an array.
-    fn from_buffer(&self, arguments: &[usize]) -> Result<Object> {
+    fn frombuffer(&self, arguments: &[usize]) -> Result<Object> {
         let [buffer, dtype, shape, order] = arguments else {
             return Err(self.error("_frombuffer needs the arguments (buffer, dtype, shape, order)"));
         };
@@ -1114,7 +1126,7 @@ impl<'a> Machine<'a> {
             .collect()
     }
 
-    /// The text of a str, or of a Python 2 str (bytes) that is valid UTF-8.
+    /// Returns the text of a str, or of a Python 2 str (bytes) that is valid UTF-8.
     fn text_of(&self, index: usize) -> Option<&str> {
         match &self.arena[index] {
             Object::Str(text) => Some(text),
