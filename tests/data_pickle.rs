@@ -101,6 +101,9 @@ fn pickle_reads_other_dtypes() {
     assert_fixture_splits("numpy2_big_endian.pkl", 1.0 / 16.0, &[6]);
     assert_fixture_splits("numpy2_big_endian_fortran_protocol5.pkl", 1.0 / 16.0, &[6]);
     assert_fixture_splits("numpy2_shape_2x3.pkl", 1.0 / 16.0, &[2, 3]);
+    // The dtype objects are shared through the memo, so the later arrays
+    // decode as big-endian only if memo entries alias the built dtype.
+    assert_fixture_splits("numpy2_shared_dtype.pkl", 1.0 / 16.0, &[6]);
 }
 
 #[test]

@@ -26,6 +26,7 @@ use std::fmt;
 use std::io::Read;
 use std::ops::Range;
 use std::path::Path;
+use std::rc::Rc;
 
 /// The highest pickle protocol this reader supports.
 const HIGHEST_PROTOCOL: u8 = 5;
@@ -357,7 +358,8 @@ fn lookup_global(module: &str, name: &str) -> Option<Global> {
 #[derive(Clone, Debug)]
 enum Payload {
     Input(Range<usize>),
-    Owned(Vec<u8>),
+    /// Shared, so that BUILD and the memo reuse bytes without copying them.
+    Owned(Rc<[u8]>),
 }
 
 #[derive(Clone, Debug)]
@@ -907,7 +909,9 @@ impl<'a> Machine<'a> {
             Global::FromBuffer => self.frombuffer(&arguments)?,
             Global::Dtype => self.new_dtype(&arguments)?,
             Global::CodecsEncode => self.codecs_encode(&arguments)?,
-            Global::Bytes if arguments.is_empty() => Object::Bytes(Payload::Owned(Vec::new())),
+            Global::Bytes if arguments.is_empty() => {
+                Object::Bytes(Payload::Owned(Rc::from(Vec::new())))
+            }
             Global::Bytes => return Err(self.error("`bytes` is only supported with no arguments")),
             Global::Ndarray => {
                 return Err(
@@ -989,7 +993,7 @@ impl<'a> Machine<'a> {
             };
             bytes.push(byte);
         }
-        Ok(Object::Bytes(Payload::Owned(bytes)))
+        Ok(Object::Bytes(Payload::Owned(Rc::from(bytes))))
     }
 
     fn build(&mut self) -> Result<()> {
@@ -1143,12 +1147,7 @@ impl<'a> Machine<'a> {
                 "the result is nested more than {MAX_DEPTH} levels deep"
             )));
         }
-        if budget.nodes == 0 {
-            return Err(self.error(
-                "the result shares objects so often that expanding it would exceed the size limit",
-            ));
-        }
-        budget.nodes -= 1;
+        budget.spend_node().map_err(|reason| self.error(reason))?;
         let convert_all = |items: &[usize], budget: &mut Budget| -> Result<Vec<PickleValue>> {
             items
                 .iter()
@@ -1160,7 +1159,12 @@ impl<'a> Machine<'a> {
             Object::Bool(flag) => PickleValue::Bool(*flag),
             Object::Int(value) => PickleValue::Int(*value),
             Object::Float(value) => PickleValue::Float(*value),
-            Object::Str(text) => PickleValue::String(text.clone()),
+            Object::Str(text) => {
+                budget
+                    .spend_bytes(text.len())
+                    .map_err(|reason| self.error(reason))?;
+                PickleValue::String(text.clone())
+            }
             Object::Bytes(payload) => PickleValue::Bytes(self.copy_payload(payload, budget)?),
             Object::Tuple(items) => PickleValue::Tuple(convert_all(items, budget)?),
             Object::List(items) => PickleValue::List(convert_all(items, budget)?),
@@ -1195,12 +1199,9 @@ impl<'a> Machine<'a> {
 
     fn copy_payload(&self, payload: &Payload, budget: &mut Budget) -> Result<Vec<u8>> {
         let bytes = self.payload(payload);
-        if bytes.len() > budget.bytes {
-            return Err(self.error(
-                "the result shares objects so often that expanding it would exceed the size limit",
-            ));
-        }
-        budget.bytes -= bytes.len();
+        budget
+            .spend_bytes(bytes.len())
+            .map_err(|reason| self.error(reason))?;
         Ok(bytes.to_vec())
     }
 }
@@ -1209,6 +1210,21 @@ impl<'a> Machine<'a> {
 struct Budget {
     nodes: usize,
     bytes: usize,
+}
+
+const BUDGET_EXCEEDED: &str =
+    "the result shares objects so often that expanding it would exceed the size limit";
+
+impl Budget {
+    fn spend_node(&mut self) -> std::result::Result<(), &'static str> {
+        self.nodes = self.nodes.checked_sub(1).ok_or(BUDGET_EXCEEDED)?;
+        Ok(())
+    }
+
+    fn spend_bytes(&mut self, count: usize) -> std::result::Result<(), &'static str> {
+        self.bytes = self.bytes.checked_sub(count).ok_or(BUDGET_EXCEEDED)?;
+        Ok(())
+    }
 }
 
 /// Parses numpy's type string, for example `f4`, `<i8` or `u1`.
