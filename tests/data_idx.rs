@@ -234,13 +234,22 @@ fn idx_reports_missing_file_and_directory() {
     }
 }
 
-/// Inputs found by the fuzz tests below; each must return an error.
+/// Inputs that once broke the reader; each must return an error.
 #[test]
-fn idx_rejects_fuzz_regressions() {
-    let cases: &[&[u8]] = &[];
-    for case in cases {
-        assert!(parse_idx(case, "fuzz").is_err(), "{case:?}");
-    }
+fn idx_rejects_regression_inputs() {
+    // Dimensions whose product is exactly u64::MAX once overflowed the
+    // gzip read limit of promised + 1 bytes.
+    let max_product = idx_bytes(0x08, &[u32::MAX, 641, 6_700_417], &[0; 10]);
+    let reason = idx_reason(parse_idx(&gzip(&max_product), "max.gz"));
+    assert!(
+        reason.contains("only 10 follow") || reason.contains("more bytes than fit"),
+        "{reason}"
+    );
+    let reason = idx_reason(parse_idx(&max_product, "max"));
+    assert!(
+        reason.contains("only 10 follow") || reason.contains("more bytes than fit"),
+        "{reason}"
+    );
 }
 
 fn fuzz_cases() -> u32 {

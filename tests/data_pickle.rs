@@ -101,6 +101,9 @@ fn pickle_reads_other_dtypes() {
     assert_fixture_splits("numpy2_big_endian.pkl", 1.0 / 16.0, &[6]);
     assert_fixture_splits("numpy2_big_endian_fortran_protocol5.pkl", 1.0 / 16.0, &[6]);
     assert_fixture_splits("numpy2_shape_2x3.pkl", 1.0 / 16.0, &[2, 3]);
+    // The dtype objects are shared through the memo, so the later arrays
+    // decode as big-endian only if memo entries alias the built dtype.
+    assert_fixture_splits("numpy2_shared_dtype.pkl", 1.0 / 16.0, &[6]);
 }
 
 #[test]
@@ -353,13 +356,93 @@ fn pickle_reports_missing_file_and_directory() {
     }
 }
 
-/// Inputs found by the fuzz test below that once made the reader panic or
-/// misbehave; each must now return an error.
+/// Builds `PROTO 2`, then `body`, then `STOP`.
+fn protocol2(body: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0x80, 2];
+    bytes.extend_from_slice(body);
+    bytes.push(b'.');
+    bytes
+}
+
 #[test]
-fn pickle_rejects_fuzz_regressions() {
-    let cases: &[&[u8]] = &[];
-    for case in cases {
-        assert!(parse_numpy_pickle(case, "fuzz").is_err(), "{case:?}");
+fn pickle_rejects_adversarial_inputs() {
+    // Positive control: a one-element list of None.
+    let list = parse_numpy_pickle(&protocol2(b"]Na"), "list").unwrap();
+    assert_eq!(list, PickleValue::List(vec![PickleValue::None]));
+
+    // Tuples of (x, x), 40 levels deep through DUP, would expand to 2^40 leaves.
+    let doubling: Vec<u8> = std::iter::once(b'N')
+        .chain([b'2', 0x86].repeat(40))
+        .collect();
+    let mut five_arguments = b"c_codecs\nencode\n".to_vec();
+    five_arguments.extend_from_slice(b"(");
+    five_arguments.extend_from_slice(&[b'N'; 5]);
+    five_arguments.extend_from_slice(b"tR");
+    let mut huge_bytes8 = vec![0x8E];
+    huge_bytes8.extend_from_slice(&u64::MAX.to_le_bytes());
+    let mut long_frame = vec![0x95];
+    long_frame.extend_from_slice(&1000u64.to_le_bytes());
+
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "list containing itself",
+            protocol2(b"]q\x00h\x00a"),
+            "nested more than 64 levels",
+        ),
+        (
+            "exponential sharing",
+            protocol2(&doubling),
+            "shares objects so often",
+        ),
+        (
+            "negative BINSTRING",
+            protocol2(b"T\xff\xff\xff\xff"),
+            "negative length -1",
+        ),
+        (
+            "BINBYTES8 of u64::MAX",
+            protocol2(&huge_bytes8),
+            "the file is truncated",
+        ),
+        (
+            "FRAME past the end",
+            protocol2(&long_frame),
+            "a FRAME of 1000 bytes",
+        ),
+        (
+            "LONG1 of 9 bytes",
+            protocol2(b"\x8a\x09"),
+            "does not fit in 64 bits",
+        ),
+        (
+            "REDUCE with 5 arguments",
+            protocol2(&five_arguments),
+            "REDUCE with 5 arguments",
+        ),
+        (
+            "memo read before write",
+            protocol2(b"h\x05"),
+            "memo key 5 is read before",
+        ),
+        (
+            "STOP on an empty stack",
+            protocol2(b""),
+            "STOP found with 0 objects",
+        ),
+        (
+            "APPEND without a list",
+            protocol2(b"NNa"),
+            "APPEND needs a list",
+        ),
+        (
+            "protocol 6",
+            vec![0x80, 6, b'N', b'.'],
+            "protocol 6 is newer than 5",
+        ),
+    ];
+    for (name, bytes, expected) in cases {
+        let reason = pickle_reason(parse_numpy_pickle(&bytes, name).unwrap_err());
+        assert!(reason.contains(expected), "{name}: {reason}");
     }
 }
 

@@ -348,7 +348,7 @@ fn read_gzip_data<R: Read>(decoder: R, dims: &[usize], path: &Path) -> Result<Ve
     let promised = promised_len(dims, path)?;
     let mut data = Vec::new();
     decoder
-        .take(promised + 1)
+        .take(promised.saturating_add(1))
         .read_to_end(&mut data)
         .map_err(|e| {
             if is_stream_error(&e) || e.kind() == ErrorKind::UnexpectedEof {

@@ -167,6 +167,9 @@ pub fn load_idx_dir(dir: &Path, validation_size: Option<usize>) -> Result<Splits
 /// 0.0 to 255.0 and are not scaled. Each `y` is a 1-dimensional integer
 /// array. The class count is the maximum label of all three splits plus one.
 ///
+/// NOTE: there is no upper limit on the labels besides `u32::MAX - 1`, so a
+/// single stray label such as 1000000 raises the class count to 1000001.
+///
 /// # Errors
 /// [`Error::Io`] or [`Error::Pickle`] if the file cannot be read (see
 /// [`pickle::read_numpy_pickle`]). [`Error::Dataset`] if the top level has

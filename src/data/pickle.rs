@@ -26,6 +26,7 @@ use std::fmt;
 use std::io::Read;
 use std::ops::Range;
 use std::path::Path;
+use std::rc::Rc;
 
 /// The highest pickle protocol this reader supports.
 const HIGHEST_PROTOCOL: u8 = 5;
@@ -118,6 +119,10 @@ impl fmt::Display for Dtype {
 }
 
 /// A numpy array as stored in the pickle.
+///
+/// The reader checks that `data` has `shape.iter().product() * dtype.item_size`
+/// bytes and that `dtype` is one it supports. The conversion methods panic
+/// on an array built by hand that breaks these invariants.
 #[derive(Clone, Debug, PartialEq)]
 pub struct NumpyArray {
     /// Element type.
@@ -353,7 +358,8 @@ fn lookup_global(module: &str, name: &str) -> Option<Global> {
 #[derive(Clone, Debug)]
 enum Payload {
     Input(Range<usize>),
-    Owned(Vec<u8>),
+    /// Shared, so that BUILD and the memo reuse bytes without copying them.
+    Owned(Rc<[u8]>),
 }
 
 #[derive(Clone, Debug)]
@@ -471,10 +477,10 @@ impl<'a> Machine<'a> {
     }
 
     /// Checks the state at STOP and converts the result.
-    fn finish(mut self) -> Result<PickleValue> {
+    fn finish(self) -> Result<PickleValue> {
         if self.position != self.input.len() {
             return Err(self.error(format!(
-                "{} bytes follow the STOP opcode; the file holds more than one pickle or is corrupt",
+                "{} bytes follow the STOP opcode; the file contains more than one pickle or is corrupt",
                 self.input.len() - self.position
             )));
         }
@@ -492,9 +498,7 @@ impl<'a> Machine<'a> {
             nodes: self.arena.len().saturating_mul(4).saturating_add(64),
             bytes: self.input.len().saturating_mul(2).saturating_add(64),
         };
-        let value = self.convert(top, 0, &mut budget)?;
-        self.arena.clear();
-        Ok(value)
+        self.convert(top, 0, &mut budget)
     }
 
     fn step(&mut self, opcode: u8) -> Result<()> {
@@ -509,7 +513,8 @@ impl<'a> Machine<'a> {
                 }
             }
             0x95 => {
-                // FRAME only groups opcodes for buffered reading; its length is checked and ignored.
+                // FRAME only groups opcodes for buffered reading, so its length
+                // is checked and otherwise ignored.
                 let length = self.read_u64()?;
                 if length > (self.input.len() - self.position) as u64 {
                     return Err(self.error(format!(
@@ -824,7 +829,7 @@ impl<'a> Machine<'a> {
     }
 
     fn pairs(&self, items: Vec<usize>) -> Result<Vec<(usize, usize)>> {
-        if items.len() % 2 != 0 {
+        if !items.len().is_multiple_of(2) {
             return Err(self.error("a dict needs an even number of keys and values"));
         }
         Ok(items
@@ -887,15 +892,26 @@ impl<'a> Machine<'a> {
                 self.arena[callable].kind()
             )));
         };
-        let Object::Tuple(arguments) = self.arena[arguments].clone() else {
-            return Err(self.error("REDUCE needs a tuple of arguments"));
+        // Every allowed global takes at most 4 arguments. Checking that
+        // before the copy keeps a huge shared tuple from being copied per call.
+        let arguments = match &self.arena[arguments] {
+            Object::Tuple(items) if items.len() <= 4 => items.clone(),
+            Object::Tuple(items) => {
+                return Err(self.error(format!(
+                    "REDUCE with {} arguments is not supported; the allowed globals take at most 4",
+                    items.len()
+                )))
+            }
+            _ => return Err(self.error("REDUCE needs a tuple of arguments")),
         };
         let object = match global {
             Global::Reconstruct => self.reconstruct(&arguments)?,
-            Global::FromBuffer => self.from_buffer(&arguments)?,
+            Global::FromBuffer => self.frombuffer(&arguments)?,
             Global::Dtype => self.new_dtype(&arguments)?,
             Global::CodecsEncode => self.codecs_encode(&arguments)?,
-            Global::Bytes if arguments.is_empty() => Object::Bytes(Payload::Owned(Vec::new())),
+            Global::Bytes if arguments.is_empty() => {
+                Object::Bytes(Payload::Owned(Rc::from(Vec::new())))
+            }
             Global::Bytes => return Err(self.error("`bytes` is only supported with no arguments")),
             Global::Ndarray => {
                 return Err(
@@ -921,7 +937,7 @@ impl<'a> Machine<'a> {
     }
 
     /// `_frombuffer(buffer, dtype, shape, order)`, protocol 5's form of an array.
-    fn from_buffer(&self, arguments: &[usize]) -> Result<Object> {
+    fn frombuffer(&self, arguments: &[usize]) -> Result<Object> {
         let [buffer, dtype, shape, order] = arguments else {
             return Err(self.error("_frombuffer needs the arguments (buffer, dtype, shape, order)"));
         };
@@ -977,7 +993,7 @@ impl<'a> Machine<'a> {
             };
             bytes.push(byte);
         }
-        Ok(Object::Bytes(Payload::Owned(bytes)))
+        Ok(Object::Bytes(Payload::Owned(Rc::from(bytes))))
     }
 
     fn build(&mut self) -> Result<()> {
@@ -1114,7 +1130,7 @@ impl<'a> Machine<'a> {
             .collect()
     }
 
-    /// The text of a str, or of a Python 2 str (bytes) that is valid UTF-8.
+    /// Returns the text of a str, or of a Python 2 str (bytes) that is valid UTF-8.
     fn text_of(&self, index: usize) -> Option<&str> {
         match &self.arena[index] {
             Object::Str(text) => Some(text),
@@ -1131,12 +1147,7 @@ impl<'a> Machine<'a> {
                 "the result is nested more than {MAX_DEPTH} levels deep"
             )));
         }
-        if budget.nodes == 0 {
-            return Err(self.error(
-                "the result shares objects so often that expanding it would exceed the size limit",
-            ));
-        }
-        budget.nodes -= 1;
+        budget.spend_node().map_err(|reason| self.error(reason))?;
         let convert_all = |items: &[usize], budget: &mut Budget| -> Result<Vec<PickleValue>> {
             items
                 .iter()
@@ -1148,7 +1159,12 @@ impl<'a> Machine<'a> {
             Object::Bool(flag) => PickleValue::Bool(*flag),
             Object::Int(value) => PickleValue::Int(*value),
             Object::Float(value) => PickleValue::Float(*value),
-            Object::Str(text) => PickleValue::String(text.clone()),
+            Object::Str(text) => {
+                budget
+                    .spend_bytes(text.len())
+                    .map_err(|reason| self.error(reason))?;
+                PickleValue::String(text.clone())
+            }
             Object::Bytes(payload) => PickleValue::Bytes(self.copy_payload(payload, budget)?),
             Object::Tuple(items) => PickleValue::Tuple(convert_all(items, budget)?),
             Object::List(items) => PickleValue::List(convert_all(items, budget)?),
@@ -1183,12 +1199,9 @@ impl<'a> Machine<'a> {
 
     fn copy_payload(&self, payload: &Payload, budget: &mut Budget) -> Result<Vec<u8>> {
         let bytes = self.payload(payload);
-        if bytes.len() > budget.bytes {
-            return Err(self.error(
-                "the result shares objects so often that expanding it would exceed the size limit",
-            ));
-        }
-        budget.bytes -= bytes.len();
+        budget
+            .spend_bytes(bytes.len())
+            .map_err(|reason| self.error(reason))?;
         Ok(bytes.to_vec())
     }
 }
@@ -1197,6 +1210,21 @@ impl<'a> Machine<'a> {
 struct Budget {
     nodes: usize,
     bytes: usize,
+}
+
+const BUDGET_EXCEEDED: &str =
+    "the result shares objects so often that expanding it would exceed the size limit";
+
+impl Budget {
+    fn spend_node(&mut self) -> std::result::Result<(), &'static str> {
+        self.nodes = self.nodes.checked_sub(1).ok_or(BUDGET_EXCEEDED)?;
+        Ok(())
+    }
+
+    fn spend_bytes(&mut self, count: usize) -> std::result::Result<(), &'static str> {
+        self.bytes = self.bytes.checked_sub(count).ok_or(BUDGET_EXCEEDED)?;
+        Ok(())
+    }
 }
 
 /// Parses numpy's type string, for example `f4`, `<i8` or `u1`.
