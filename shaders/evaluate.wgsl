@@ -1,5 +1,7 @@
-// Evaluation: one invocation per row computes the row's logits, takes the
-// argmax and counts a misclassified row with atomicAdd.
+// Evaluation: one invocation per row computes the row's logits block by
+// block, takes the argmax and counts a misclassified row with atomicAdd.
+// Invocations past the last row compute on the last row and count nothing,
+// which keeps control flow uniform for block_dot's loads.
 //
 // The argmax matches the CPU path, which starts from -infinity at class 0
 // and moves on a strict `>`: the first maximum wins ties, NaN never wins,
@@ -31,30 +33,31 @@ fn main(
     @builtin(num_workgroups) workgroups: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
 ) {
-    let row = linear_index(workgroup, workgroups, local);
-    if row >= params.rows {
-        return;
-    }
+    let index = linear_index(workgroup, workgroups, local);
+    let valid = index < params.rows;
+    let row = min(index, params.rows - 1u);
     let k = params.classes;
     let x_start = (params.row_offset + row) * params.features;
 
     var best = 0u;
     var best_found = false;
     var best_value = 0.0;
-    for (var c = 0u; c < k; c++) {
+    for (var block = 0u; block < class_blocks(k); block++) {
         // Same order of operations as logits.wgsl: the sum, then the bias.
-        var sum = 0.0;
-        for (var i = 0u; i < params.features; i++) {
-            sum += features[x_start + i] * weights[i * k + c];
-        }
-        let value = sum + bias[c];
-        if beats(value, best_found, best_value) {
-            best = c;
-            best_value = value;
-            best_found = true;
+        let sums = block_dot(x_start, block);
+        for (var j = 0u; j < CLASS_BLOCK; j++) {
+            let c = block * CLASS_BLOCK + j;
+            if c < k {
+                let value = sums[j] + bias[c];
+                if beats(value, best_found, best_value) {
+                    best = c;
+                    best_value = value;
+                    best_found = true;
+                }
+            }
         }
     }
-    if best != labels[params.row_offset + row] {
+    if valid && best != labels[params.row_offset + row] {
         atomicAdd(&status[STATUS_ERRORS], 1u);
     }
 }

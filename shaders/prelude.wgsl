@@ -60,3 +60,41 @@ const NEGATIVE_INFINITY_BITS: u32 = 0xff800000u;
 fn linear_index(workgroup: vec3<u32>, workgroups: vec3<u32>, local: u32) -> u32 {
     return (workgroup.y * workgroups.x + workgroup.x) * WORKGROUP_SIZE + local;
 }
+
+// Classes per invocation in the logits, evaluate and sgd_update kernels.
+// Each invocation keeps one accumulator per class of its block in a vec4.
+const CLASS_BLOCK: u32 = 4u;
+
+// Blocks of CLASS_BLOCK classes that cover `classes`, at least 1.
+fn class_blocks(classes: u32) -> u32 {
+    return max((classes + CLASS_BLOCK - 1u) / CLASS_BLOCK, 1u);
+}
+
+// Columns of the classes of `block`; entries past the last class repeat the
+// last class, so every load stays in bounds and callers ignore those entries.
+fn block_columns(block: u32) -> vec4<u32> {
+    let first = block * CLASS_BLOCK;
+    let last = vec4<u32>(params.classes - 1u);
+    return min(vec4<u32>(first, first + 1u, first + 2u, first + 3u), last);
+}
+
+// Sums features[x_start + i] * W[i, c] over the features i in order, for the
+// classes c of `block` (see block_columns). The weight addresses depend only
+// on i and the block, never on the row.
+fn block_dot(x_start: u32, block: u32) -> vec4<f32> {
+    let k = params.classes;
+    let columns = block_columns(block);
+    var sum = vec4<f32>(0.0);
+    for (var i = 0u; i < params.features; i++) {
+        let x = features[x_start + i];
+        let w_start = i * k;
+        let w = vec4<f32>(
+            weights[w_start + columns.x],
+            weights[w_start + columns.y],
+            weights[w_start + columns.z],
+            weights[w_start + columns.w],
+        );
+        sum += x * w;
+    }
+    return sum;
+}

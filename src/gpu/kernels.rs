@@ -49,6 +49,10 @@ pub(crate) const STATUS_ERRORS: usize = 1;
 /// Entries in the status buffer.
 pub(crate) const STATUS_LEN: usize = 2;
 
+/// Classes per invocation in the logits, evaluate and sgd_update kernels,
+/// mirrored by `CLASS_BLOCK` in `shaders/prelude.wgsl`.
+const CLASS_BLOCK: u64 = 4;
+
 /// Workgroup size used when the caller does not choose one.
 pub const DEFAULT_WORKGROUP_SIZE: u32 = 64;
 
@@ -71,14 +75,15 @@ impl Kernel {
         }
     }
 
-    /// Invocations that a dispatch with `params` needs, one per output element.
+    /// Invocations that a dispatch with `params` needs: one per row, or per
+    /// row or parameter row and block of [`CLASS_BLOCK`] classes.
     fn invocations(self, params: &Params) -> u64 {
         let rows = params.rows as u64;
-        let classes = params.classes as u64;
+        let blocks = (params.classes as u64).div_ceil(CLASS_BLOCK).max(1);
         match self {
-            Kernel::Logits => rows * classes,
+            Kernel::Logits => rows * blocks,
             Kernel::SoftmaxNll | Kernel::Evaluate => rows,
-            Kernel::SgdUpdate => (params.features as u64 + 1) * classes,
+            Kernel::SgdUpdate => (params.features as u64 + 1) * blocks,
         }
     }
 }
