@@ -1,7 +1,7 @@
-// Evaluation: one invocation per row computes the row's logits block by
-// block, takes the argmax and counts a misclassified row with atomicAdd.
-// Invocations past the last row compute on the last row and count nothing,
-// which keeps control flow uniform for block_dot's loads.
+// Evaluation: one invocation per tile of TILE_ROWS rows computes the rows'
+// logits block by block, takes each row's argmax and counts misclassified
+// rows with atomicAdd. A last tile with fewer rows computes the last row
+// again for the missing ones and counts only its own rows.
 //
 // The argmax matches the CPU path, which starts from -infinity at class 0
 // and moves on a strict `>`: the first maximum wins ties, NaN never wins,
@@ -34,30 +34,38 @@ fn main(
     @builtin(local_invocation_index) local: u32,
 ) {
     let index = linear_index(workgroup, workgroups, local);
-    let valid = index < params.rows;
-    let row = min(index, params.rows - 1u);
+    if index >= blocks_of(params.rows, TILE_ROWS) {
+        return;
+    }
     let k = params.classes;
-    let x_start = (params.row_offset + row) * params.features;
+    let first_row = index * TILE_ROWS;
+    let rows = tile_rows(first_row) + vec4<u32>(params.row_offset);
 
-    var best = 0u;
-    var best_found = false;
-    var best_value = 0.0;
-    for (var block = 0u; block < class_blocks(k); block++) {
+    // Entry r of each vector tracks row first_row + r.
+    var best = vec4<u32>(0u);
+    var best_found = vec4<bool>(false);
+    var best_value = vec4<f32>(0.0);
+    for (var block = 0u; block < blocks_of(k, CLASS_BLOCK); block++) {
         // Same order of operations as logits.wgsl: the sum, then the bias.
-        let sums = block_dot(x_start, block);
+        let sums = tile_dot(rows, block);
         for (var j = 0u; j < CLASS_BLOCK; j++) {
             let c = block * CLASS_BLOCK + j;
-            if c < k {
-                let value = sums[j] + bias[c];
-                if beats(value, best_found, best_value) {
-                    best = c;
-                    best_value = value;
-                    best_found = true;
+            if c >= k {
+                break;
+            }
+            for (var r = 0u; r < TILE_ROWS; r++) {
+                let value = sums[r][j] + bias[c];
+                if beats(value, best_found[r], best_value[r]) {
+                    best[r] = c;
+                    best_value[r] = value;
+                    best_found[r] = true;
                 }
             }
         }
     }
-    if valid && best != labels[params.row_offset + row] {
-        atomicAdd(&status[STATUS_ERRORS], 1u);
+    for (var r = 0u; r < TILE_ROWS; r++) {
+        if first_row + r < params.rows && best[r] != labels[rows[r]] {
+            atomicAdd(&status[STATUS_ERRORS], 1u);
+        }
     }
 }

@@ -1,13 +1,8 @@
 // Logits of a training batch: scratch[r * k + c] = b[c] + sum_i x[r, i] * W[i, c].
-// One invocation per (row, block of CLASS_BLOCK classes), rows fastest; the
-// sum runs over features in order, one accumulator per class.
-//
-// Within a loop over features the weight addresses depend only on the loop
-// counter and the block, so every invocation of a SIMD group loads the same
-// address, and only the feature load differs per invocation. Control flow
-// stays uniform until the final store, because llvmpipe (lavapipe) turns a
-// load at a uniform address into one scalar load only where it can tell that
-// all invocations run it.
+// One invocation per tile of TILE_ROWS rows by CLASS_BLOCK classes, row
+// tiles fastest; each sum runs over features in order. A last tile with
+// fewer rows computes the last row again for the missing ones and stores
+// only its own rows.
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
@@ -17,20 +12,23 @@ fn main(
 ) {
     let index = linear_index(workgroup, workgroups, local);
     let k = params.classes;
-    let blocks = class_blocks(k);
-    // Invocations past the last output compute on clamped indices and store nothing.
-    let valid = index < params.rows * blocks;
-    let row = min(index % params.rows, params.rows - 1u);
-    let block = min(index / params.rows, blocks - 1u);
-    let x_start = (params.row_offset + row) * params.features;
+    let row_tiles = blocks_of(params.rows, TILE_ROWS);
+    let blocks = blocks_of(k, CLASS_BLOCK);
+    if index >= row_tiles * blocks {
+        return;
+    }
+    let first_row = (index % row_tiles) * TILE_ROWS;
+    let block = index / row_tiles;
+    let rows = tile_rows(first_row);
 
-    let sum = block_dot(x_start, block);
-    if valid {
-        let first = block * CLASS_BLOCK;
+    let sums = tile_dot(rows + vec4<u32>(params.row_offset), block);
+    let first = block * CLASS_BLOCK;
+    for (var r = 0u; r < TILE_ROWS; r++) {
+        let row = first_row + r;
         for (var j = 0u; j < CLASS_BLOCK; j++) {
             let column = first + j;
-            if column < k {
-                scratch[row * k + column] = sum[j] + bias[column];
+            if row < params.rows && column < k {
+                scratch[row * k + column] = sums[r][j] + bias[column];
             }
         }
     }

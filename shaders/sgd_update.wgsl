@@ -1,20 +1,17 @@
 // Weight and bias gradients fused with the SGD update. One invocation per
-// (feature, block of CLASS_BLOCK classes), features fastest: feature f < d
-// updates weights (f, c) with gradient sum_r x[r, f] * G[r, c] for the
-// classes c of the block, and f = d updates the biases with gradient
-// sum_r G[r, c], computed as the same sum with x = 1. Rows are summed in
-// order, so results repeat from run to run. A non-finite updated parameter
-// records the step in the status buffer.
+// tile of TILE_ROWS parameter rows by CLASS_BLOCK classes, parameter row
+// tiles fastest. Parameter row p < d is feature p: weights (p, c) get the
+// gradient sum_r x[r, p] * G[r, c]. Parameter row d is the bias, whose
+// gradient sum_r G[r, c] is computed as the same sum with x = 1. Rows are
+// summed in order, so results repeat from run to run. A non-finite updated
+// parameter records the step in the status buffer.
 //
-// The gradient addresses depend only on the row and the block, so a SIMD
-// group loads each once, and the feature loads of neighbouring invocations
-// are neighbouring addresses. Control flow stays uniform until the stores.
-//
-// TODO: llvmpipe loads storage inside a loop lane by lane, even at uniform
-// addresses, so each load still costs about as much as a gather. With
-// examples/gpu_epoch_time.rs on lavapipe (LLVM 15, 2-core AMD EPYC VM) an
-// MNIST-sized epoch took 11.5 to 12.2 s, against 15.3 s for one invocation
-// per parameter, measured back to back.
+// TODO: on llvmpipe the time still follows the 8 storage loads per 16
+// multiply-adds of a tile, even though the gradient addresses are the same
+// in every invocation. With examples/gpu_epoch_time.rs on lavapipe (LLVM 15, 2-core AMD
+// EPYC VM) an MNIST-sized epoch took 4.9 to 5.7 s, against 14.9 to 16.1 s
+// for one invocation per output, measured back to back. Larger tiles or
+// workgroup memory may cut it further.
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
@@ -25,18 +22,32 @@ fn main(
     let index = linear_index(workgroup, workgroups, local);
     let d = params.features;
     let k = params.classes;
-    let blocks = class_blocks(k);
-    // Invocations past the last parameter compute on clamped indices and store nothing.
-    let valid = index < (d + 1u) * blocks;
-    let feature = index % (d + 1u);
-    let block = min(index / (d + 1u), blocks - 1u);
-    let is_bias = feature == d;
-    let x_column = min(feature, d - 1u);
+    let parameter_tiles = blocks_of(d + 1u, TILE_ROWS);
+    if index >= parameter_tiles * blocks_of(k, CLASS_BLOCK) {
+        return;
+    }
+    let first_parameter = (index % parameter_tiles) * TILE_ROWS;
+    let block = index / parameter_tiles;
+    let parameters = vec4<u32>(first_parameter) + vec4<u32>(0u, 1u, 2u, 3u);
+    // Feature columns of the tile, clamped into range for the bias row and
+    // for parameter rows past it; those use x = 1 or store nothing.
+    let x_columns = min(parameters, vec4<u32>(max(d, 1u) - 1u));
+    let is_feature = parameters < vec4<u32>(d);
     let columns = block_columns(block);
 
-    var gradient = vec4<f32>(0.0);
+    var gradients = mat4x4<f32>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
     for (var r = 0u; r < params.rows; r++) {
-        let x = select(features[(params.row_offset + r) * d + x_column], 1.0, is_bias);
+        let x_start = (params.row_offset + r) * d;
+        let x = select(
+            vec4<f32>(1.0),
+            vec4<f32>(
+                features[x_start + x_columns.x],
+                features[x_start + x_columns.y],
+                features[x_start + x_columns.z],
+                features[x_start + x_columns.w],
+            ),
+            is_feature,
+        );
         let g_start = r * k;
         let g = vec4<f32>(
             scratch[g_start + columns.x],
@@ -44,29 +55,35 @@ fn main(
             scratch[g_start + columns.z],
             scratch[g_start + columns.w],
         );
-        gradient += x * g;
-    }
-    if !valid {
-        return;
+        gradients[0] += x.x * g;
+        gradients[1] += x.y * g;
+        gradients[2] += x.z * g;
+        gradients[3] += x.w * g;
     }
 
     let first = block * CLASS_BLOCK;
     var all_finite = true;
-    for (var j = 0u; j < CLASS_BLOCK; j++) {
-        let column = first + j;
-        if column >= k {
+    for (var p = 0u; p < TILE_ROWS; p++) {
+        let parameter = first_parameter + p;
+        if parameter > d {
             break;
         }
-        var updated: f32;
-        if is_bias {
-            updated = bias[column] - params.learning_rate * gradient[j];
-            bias[column] = updated;
-        } else {
-            let w_index = feature * k + column;
-            updated = weights[w_index] - params.learning_rate * gradient[j];
-            weights[w_index] = updated;
+        for (var j = 0u; j < CLASS_BLOCK; j++) {
+            let column = first + j;
+            if column >= k {
+                break;
+            }
+            var updated: f32;
+            if parameter == d {
+                updated = bias[column] - params.learning_rate * gradients[p][j];
+                bias[column] = updated;
+            } else {
+                let w_index = parameter * k + column;
+                updated = weights[w_index] - params.learning_rate * gradients[p][j];
+                weights[w_index] = updated;
+            }
+            all_finite = all_finite && is_finite_f32(updated);
         }
-        all_finite = all_finite && is_finite_f32(updated);
     }
     if !all_finite {
         atomicMin(&status[STATUS_FIRST_NON_FINITE_STEP], params.step);
