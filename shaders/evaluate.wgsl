@@ -39,22 +39,24 @@ fn main(
     }
     let k = params.classes;
     let first_row = index * TILE_ROWS;
-    let rows = tile_rows(first_row) + vec4<u32>(params.row_offset);
+    let offset = vec4<u32>(params.row_offset);
+    let low = tile_rows(first_row) + offset;
+    let high = tile_rows(first_row + 4u) + offset;
 
-    // Entry r of each vector tracks row first_row + r.
-    var best = vec4<u32>(0u);
-    var best_found = vec4<bool>(false);
-    var best_value = vec4<f32>(0.0);
+    // Entry r of each array tracks row first_row + r.
+    var best: array<u32, TILE_ROWS>;
+    var best_found: array<bool, TILE_ROWS>;
+    var best_value: array<f32, TILE_ROWS>;
     for (var block = 0u; block < blocks_of(k, CLASS_BLOCK); block++) {
         // Same order of operations as logits.wgsl: the sum, then the bias.
-        let sums = tile_dot(rows, block);
+        var sums = tile_dot(low, high, block);
         for (var j = 0u; j < CLASS_BLOCK; j++) {
             let c = block * CLASS_BLOCK + j;
             if c >= k {
                 break;
             }
             for (var r = 0u; r < TILE_ROWS; r++) {
-                let value = sums[r][j] + bias[c];
+                let value = sums[r / 4u][r % 4u][j] + bias[c];
                 if beats(value, best_found[r], best_value[r]) {
                     best[r] = c;
                     best_value[r] = value;
@@ -64,7 +66,8 @@ fn main(
         }
     }
     for (var r = 0u; r < TILE_ROWS; r++) {
-        if first_row + r < params.rows && best[r] != labels[rows[r]] {
+        let row = first_row + r;
+        if row < params.rows && best[r] != labels[params.row_offset + row] {
             atomicAdd(&status[STATUS_ERRORS], 1u);
         }
     }

@@ -19,16 +19,16 @@ fn main(
     }
     let first_row = (index % row_tiles) * TILE_ROWS;
     let block = index / row_tiles;
-    let rows = tile_rows(first_row);
+    let offset = vec4<u32>(params.row_offset);
 
-    let sums = tile_dot(rows + vec4<u32>(params.row_offset), block);
+    var sums = tile_dot(tile_rows(first_row) + offset, tile_rows(first_row + 4u) + offset, block);
     let first = block * CLASS_BLOCK;
     for (var r = 0u; r < TILE_ROWS; r++) {
         let row = first_row + r;
         for (var j = 0u; j < CLASS_BLOCK; j++) {
             let column = first + j;
             if row < params.rows && column < k {
-                scratch[row * k + column] = sums[r][j] + bias[column];
+                scratch[row * k + column] = sums[r / 4u][r % 4u][j] + bias[column];
             }
         }
     }

@@ -54,7 +54,7 @@ pub(crate) const STATUS_LEN: usize = 2;
 const CLASS_BLOCK: u64 = 4;
 /// Rows (parameter rows in sgd_update) per invocation, mirrored by
 /// `TILE_ROWS` in `shaders/prelude.wgsl`.
-const TILE_ROWS: u64 = 4;
+const TILE_ROWS: u64 = 8;
 
 /// Workgroup size used when the caller does not choose one.
 pub const DEFAULT_WORKGROUP_SIZE: u32 = 64;
