@@ -1,5 +1,7 @@
-// Evaluation: one invocation per row computes the row's logits, takes the
-// argmax and counts a misclassified row with atomicAdd.
+// Evaluation: one invocation per tile of TILE_ROWS rows computes the rows'
+// logits block by block, takes each row's argmax and counts misclassified
+// rows with atomicAdd. A last tile with fewer rows computes the last row
+// again for the missing ones and counts only its own rows.
 //
 // The argmax matches the CPU path, which starts from -infinity at class 0
 // and moves on a strict `>`: the first maximum wins ties, NaN never wins,
@@ -31,30 +33,42 @@ fn main(
     @builtin(num_workgroups) workgroups: vec3<u32>,
     @builtin(local_invocation_index) local: u32,
 ) {
-    let row = linear_index(workgroup, workgroups, local);
-    if row >= params.rows {
+    let index = linear_index(workgroup, workgroups, local);
+    if index >= blocks_of(params.rows, TILE_ROWS) {
         return;
     }
     let k = params.classes;
-    let x_start = (params.row_offset + row) * params.features;
+    let first_row = index * TILE_ROWS;
+    let offset = vec4<u32>(params.row_offset);
+    let low = tile_rows(first_row) + offset;
+    let high = tile_rows(first_row + 4u) + offset;
 
-    var best = 0u;
-    var best_found = false;
-    var best_value = 0.0;
-    for (var c = 0u; c < k; c++) {
+    // Entry r of each array tracks row first_row + r.
+    var best: array<u32, TILE_ROWS>;
+    var best_found: array<bool, TILE_ROWS>;
+    var best_value: array<f32, TILE_ROWS>;
+    for (var block = 0u; block < blocks_of(k, CLASS_BLOCK); block++) {
         // Same order of operations as logits.wgsl: the sum, then the bias.
-        var sum = 0.0;
-        for (var i = 0u; i < params.features; i++) {
-            sum += features[x_start + i] * weights[i * k + c];
-        }
-        let value = sum + bias[c];
-        if beats(value, best_found, best_value) {
-            best = c;
-            best_value = value;
-            best_found = true;
+        var sums = tile_dot(low, high, block);
+        for (var j = 0u; j < CLASS_BLOCK; j++) {
+            let c = block * CLASS_BLOCK + j;
+            if c >= k {
+                break;
+            }
+            for (var r = 0u; r < TILE_ROWS; r++) {
+                let value = sums[r / 4u][r % 4u][j] + bias[c];
+                if beats(value, best_found[r], best_value[r]) {
+                    best[r] = c;
+                    best_value[r] = value;
+                    best_found[r] = true;
+                }
+            }
         }
     }
-    if best != labels[params.row_offset + row] {
-        atomicAdd(&status[STATUS_ERRORS], 1u);
+    for (var r = 0u; r < TILE_ROWS; r++) {
+        let row = first_row + r;
+        if row < params.rows && best[r] != labels[params.row_offset + row] {
+            atomicAdd(&status[STATUS_ERRORS], 1u);
+        }
     }
 }

@@ -49,6 +49,13 @@ pub(crate) const STATUS_ERRORS: usize = 1;
 /// Entries in the status buffer.
 pub(crate) const STATUS_LEN: usize = 2;
 
+/// Classes per invocation in the logits, evaluate and sgd_update kernels,
+/// mirrored by `CLASS_BLOCK` in `shaders/prelude.wgsl`.
+const CLASS_BLOCK: u64 = 4;
+/// Rows (parameter rows in sgd_update) per invocation, mirrored by
+/// `TILE_ROWS` in `shaders/prelude.wgsl`.
+const TILE_ROWS: u64 = 8;
+
 /// Workgroup size used when the caller does not choose one.
 pub const DEFAULT_WORKGROUP_SIZE: u32 = 64;
 
@@ -71,14 +78,18 @@ impl Kernel {
         }
     }
 
-    /// Invocations that a dispatch with `params` needs, one per output element.
+    /// Invocations that a dispatch with `params` needs: one per row for
+    /// softmax_nll, one per tile of [`TILE_ROWS`] rows (or parameter rows)
+    /// by [`CLASS_BLOCK`] classes for the others.
     fn invocations(self, params: &Params) -> u64 {
-        let rows = params.rows as u64;
-        let classes = params.classes as u64;
+        let row_tiles = (params.rows as u64).div_ceil(TILE_ROWS);
+        let parameter_tiles = (params.features as u64 + 1).div_ceil(TILE_ROWS);
+        let blocks = (params.classes as u64).div_ceil(CLASS_BLOCK).max(1);
         match self {
-            Kernel::Logits => rows * classes,
-            Kernel::SoftmaxNll | Kernel::Evaluate => rows,
-            Kernel::SgdUpdate => (params.features as u64 + 1) * classes,
+            Kernel::Logits => row_tiles * blocks,
+            Kernel::SoftmaxNll => params.rows as u64,
+            Kernel::Evaluate => row_tiles,
+            Kernel::SgdUpdate => parameter_tiles * blocks,
         }
     }
 }
