@@ -29,7 +29,9 @@ pub struct GpuOptions {
     /// Extra cap on the bytes of one feature chunk, below the device limits.
     /// Default `None`. Tests set it to exercise chunking on small data.
     pub max_chunk_bytes: Option<u64>,
-    /// Maximum wait for a read-back. Default 60 s.
+    /// Maximum wait for a read-back, which also waits for all training steps
+    /// queued since the last one. Default 300 s, so that an epoch of 500000
+    /// MNIST-sized rows on a software adapter such as lavapipe still fits.
     pub read_back_timeout: Duration,
 }
 
@@ -40,7 +42,7 @@ impl Default for GpuOptions {
             batch_size: 600,
             workgroup_size: None,
             max_chunk_bytes: None,
-            read_back_timeout: Duration::from_secs(60),
+            read_back_timeout: Duration::from_secs(300),
         }
     }
 }
@@ -70,7 +72,7 @@ impl GpuOptions {
         self
     }
 
-    /// Sets the maximum wait for a read-back (default 60 s).
+    /// Sets the maximum wait for a read-back (default 300 s).
     pub fn with_read_back_timeout(mut self, timeout: Duration) -> Self {
         self.read_back_timeout = timeout;
         self
