@@ -20,7 +20,7 @@ fn text(output: &Output) -> (String, String) {
     )
 }
 
-/// An IDX file of u8 values: magic 0x0000_08NN with NN the dimension count.
+/// Builds an IDX file of u8 values, with magic 0x0000_08NN where NN is the dimension count.
 fn idx_bytes(dims: &[u32], data: &[u8]) -> Vec<u8> {
     let mut bytes = vec![0, 0, 0x08, dims.len() as u8];
     for dim in dims {
@@ -108,7 +108,7 @@ fn quiet_prints_only_the_summary() {
 }
 
 #[test]
-fn invalid_settings_exit_with_code_2_before_reading_data() {
+fn invalid_settings_exit_with_code_2() {
     let directory = tempfile::tempdir().unwrap();
     let cases: &[(&[&str], &str)] = &[
         (&["--batch-size", "0"], "batch-size = 0: expected an integer from 1 to"),
@@ -181,7 +181,7 @@ fn model_for_other_input_shape_is_rejected() {
 }
 
 #[test]
-fn devices_lists_adapters_or_says_how_to_get_one() {
+fn devices_lists_adapters() {
     let directory = tempfile::tempdir().unwrap();
     let output = wgpu_learn(&["devices"], directory.path());
     let (stdout, stderr) = text(&output);
@@ -260,6 +260,7 @@ fn interrupt_saves_complete_best_model() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut seen = String::new();
     loop {
@@ -271,11 +272,13 @@ fn interrupt_saves_complete_best_model() {
             break;
         }
     }
+
     let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
     assert!(status.success());
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     let exit = child.wait().unwrap();
+
     assert_eq!(exit.code(), Some(130), "{seen}{rest}");
     assert!(rest.contains("interrupted: saving the best model so far"), "{rest}");
     let model = wgpu_learn::model::load_model(&directory.path().join("interrupted.safetensors")).unwrap();

@@ -14,7 +14,7 @@ fn splits(rows: usize, d: usize) -> Splits {
 }
 
 #[test]
-fn read_back_that_does_not_finish_in_time_is_an_error() {
+fn read_back_timeout_is_an_error() {
     let data = splits(20_000, 784);
     let options = GpuOptions::default().with_read_back_timeout(Duration::from_nanos(1));
     let Some(mut gpu) = gpu_or_skip(GpuBackend::new(&data, options)) else {

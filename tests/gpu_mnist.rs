@@ -9,7 +9,7 @@ use wgpu_learn::data::mnist::load_idx_dir;
 use wgpu_learn::gpu::{GpuBackend, GpuOptions};
 use wgpu_learn::{Backend, Splits, TrainConfig, Trainer};
 
-/// The first 3000 training rows, 1000 validation rows and 1000 test rows of the shipped MNIST.
+/// Loads the first 3000 training rows, 1000 validation rows and 1000 test rows of the shipped MNIST.
 fn mnist_subset() -> Splits {
     let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
     let full = load_idx_dir(&directory, None).expect("the repository ships data/mnist");

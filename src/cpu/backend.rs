@@ -20,7 +20,7 @@ pub struct CpuBackend<'a> {
 }
 
 impl<'a> CpuBackend<'a> {
-    /// A backend over `splits` with a zero-initialised model.
+    /// Creates a backend over `splits` with a zero-initialised model.
     pub fn new(splits: &'a Splits) -> Self {
         CpuBackend {
             splits,

@@ -2,10 +2,10 @@
 //!
 //! Weights are kept classes-major (`k x d`, `wt[c * d + i]`), so that every
 //! inner loop runs over features, where lanes are never wasted on a small
-//! class count. A minibatch is cut into blocks of [`BLOCK_ROWS`] rows; each
+//! class count. A minibatch is cut into blocks of [`BLOCK_ROWS`] rows. Each
 //! rayon task computes its block's logits, softmax gradient and weight
-//! gradient while the rows are in cache, and the block gradients are added in
-//! block order. Every sum uses [`LANES`] accumulators combined in a fixed
+//! gradient while the rows are in cache. The block gradients are then added
+//! in block order. Every sum uses [`LANES`] accumulators combined in a fixed
 //! order and `mul_add`, so results are bit-identical on any number of threads
 //! and with or without AVX2: only speed depends on the instruction set.
 
@@ -43,7 +43,7 @@ impl FusedParams {
         }
     }
 
-    /// Whether every weight and bias is finite.
+    /// Checks that every weight and bias is finite.
     pub fn is_finite(&self) -> bool {
         self.wt.iter().chain(&self.bias).all(|v| v.is_finite())
     }
@@ -413,6 +413,7 @@ mod tests {
         let logits = ops::logits(x_view, weights.view(), Array1::zeros(k).view());
         let expected = ops::count_errors(logits.view(), &labels);
         assert_eq!(count_errors(&params, &x, &labels), expected);
-        assert!(expected > 0 && expected < rows as u64);
+        assert!(expected > 0, "the random model must make some errors");
+        assert!(expected < rows as u64, "the random model must get some rows right");
     }
 }

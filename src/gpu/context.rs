@@ -68,12 +68,12 @@ impl GpuContext {
         })
     }
 
-    /// The wgpu device, for programs that run their own work beside training.
+    /// Returns the wgpu device, for programs that run their own work beside training.
     pub fn device(&self) -> &wgpu::Device {
         &self.device
     }
 
-    /// The chosen adapter.
+    /// Returns the chosen adapter.
     pub fn adapter(&self) -> &AdapterInfoSummary {
         &self.adapter
     }

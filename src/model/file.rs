@@ -1,6 +1,6 @@
 //! Model files in the safetensors format.
 //!
-//! A file holds two f32 tensors, `weight` (`d x k`) and `bias` (`k`), and
+//! A file contains two f32 tensors, `weight` (`d x k`) and `bias` (`k`), and
 //! string metadata: `format` (`wgpu-learn`), `format_version`, `model`
 //! (`logistic_regression`), `classes` and `input_shape` (JSON, such as `[28,28]`).
 
