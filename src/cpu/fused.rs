@@ -137,12 +137,14 @@ fn logits_portable(params: &FusedParams, x: &[f32], out: &mut [f32]) {
         let pair = (rows - row).min(2);
         let mut class = 0;
         while class < k {
-            let group = (k - class).min(4);
+            let group = (k - class).min(5);
             match (pair, group) {
+                (2, 5) => logits_tile::<2, 5>(params, x, out, row, class),
                 (2, 4) => logits_tile::<2, 4>(params, x, out, row, class),
                 (2, 3) => logits_tile::<2, 3>(params, x, out, row, class),
                 (2, 2) => logits_tile::<2, 2>(params, x, out, row, class),
                 (2, _) => logits_tile::<2, 1>(params, x, out, row, class),
+                (_, 5) => logits_tile::<1, 5>(params, x, out, row, class),
                 (_, 4) => logits_tile::<1, 4>(params, x, out, row, class),
                 (_, 3) => logits_tile::<1, 3>(params, x, out, row, class),
                 (_, 2) => logits_tile::<1, 2>(params, x, out, row, class),
@@ -163,9 +165,11 @@ fn logits_tile<const R: usize, const C: usize>(params: &FusedParams, x: &[f32], 
     let w_rows: [&[f32]; C] = std::array::from_fn(|c| &params.wt[(class + c) * d..(class + c + 1) * d]);
     let full = d / LANES * LANES;
     for start in (0..full).step_by(LANES) {
-        let xs: [Lanes; R] = std::array::from_fn(|r| lanes(&x_rows[r][start..start + LANES]));
+        // SAFETY: start + LANES <= full <= d, the length of every row slice.
+        let xs: [Lanes; R] = std::array::from_fn(|r| unsafe { load_lanes(x_rows[r], start) });
         for c in 0..C {
-            let w = lanes(&w_rows[c][start..start + LANES]);
+            // SAFETY: as above.
+            let w = unsafe { load_lanes(w_rows[c], start) };
             for r in 0..R {
                 for lane in 0..LANES {
                     acc[r][c][lane] = xs[r][lane].mul_add(w[lane], acc[r][c][lane]);
@@ -185,6 +189,18 @@ fn logits_tile<const R: usize, const C: usize>(params: &FusedParams, x: &[f32], 
             out[(row + r) * k + class + c] = sum_lanes(&acc[r][c]) + params.bias[class + c];
         }
     }
+}
+
+/// Reads `LANES` values from `values[start..]`.
+///
+/// # Safety
+/// `start + LANES <= values.len()`.
+#[inline(always)]
+unsafe fn load_lanes(values: &[f32], start: usize) -> Lanes {
+    debug_assert!(start + LANES <= values.len());
+    // SAFETY: the caller keeps the read inside `values`; `Lanes` has no
+    // alignment requirement beyond f32's, which read_unaligned does not need.
+    unsafe { std::ptr::read_unaligned(values.as_ptr().add(start).cast::<Lanes>()) }
 }
 
 /// Adds `g^T x` to `weight_grad` (`k x d`) and the column sums of `g` to
@@ -226,27 +242,33 @@ fn accumulate_gradient_portable(x: &[f32], g: &[f32], d: usize, k: usize, weight
     }
 }
 
-/// Weight gradient of `C` classes from `class`, eight features at a time.
+/// Weight gradient of `C` classes from `class`, sixteen features at a time.
 #[inline(always)]
 fn gradient_tile<const C: usize>(x: &[f32], g: &[f32], d: usize, k: usize, class: usize, weight_grad: &mut [f32]) {
     let rows = g.len() / k;
-    let full = d / LANES * LANES;
-    for start in (0..full).step_by(LANES) {
-        let mut acc: [Lanes; C] = std::array::from_fn(|c| lanes(&weight_grad[(class + c) * d + start..][..LANES]));
+    let pairs = d / (2 * LANES) * (2 * LANES);
+    for start in (0..pairs).step_by(2 * LANES) {
+        let mut low: [Lanes; C] = std::array::from_fn(|c| lanes(&weight_grad[(class + c) * d + start..][..LANES]));
+        let mut high: [Lanes; C] = std::array::from_fn(|c| lanes(&weight_grad[(class + c) * d + start + LANES..][..LANES]));
         for r in 0..rows {
-            let xs = lanes(&x[r * d + start..][..LANES]);
+            let x_row = &x[r * d..(r + 1) * d];
+            // SAFETY: start + 2 * LANES <= pairs <= d, the length of x_row.
+            let (x_low, x_high) = unsafe { (load_lanes(x_row, start), load_lanes(x_row, start + LANES)) };
+            let g_row = &g[r * k + class..r * k + class + C];
             for c in 0..C {
-                let scale = g[r * k + class + c];
+                let scale = g_row[c];
                 for lane in 0..LANES {
-                    acc[c][lane] = scale.mul_add(xs[lane], acc[c][lane]);
+                    low[c][lane] = scale.mul_add(x_low[lane], low[c][lane]);
+                    high[c][lane] = scale.mul_add(x_high[lane], high[c][lane]);
                 }
             }
         }
         for c in 0..C {
-            weight_grad[(class + c) * d + start..][..LANES].copy_from_slice(&acc[c]);
+            weight_grad[(class + c) * d + start..][..LANES].copy_from_slice(&low[c]);
+            weight_grad[(class + c) * d + start + LANES..][..LANES].copy_from_slice(&high[c]);
         }
     }
-    for i in full..d {
+    for i in pairs..d {
         for c in 0..C {
             let mut sum = weight_grad[(class + c) * d + i];
             for r in 0..rows {
