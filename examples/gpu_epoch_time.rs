@@ -1,20 +1,23 @@
 //! Times one epoch of MNIST-sized training on the GPU with random data:
 //! 50000 x 784 training rows, 10000 validation rows, 10 classes, batches of
-//! 600 (84 steps with the last partial batch).
+//! 600 (84 steps with the last partial batch). Features are random bytes
+//! divided by 256, like MNIST pixels, so any feature storage applies.
 //!
-//! Run with `cargo run --release --example gpu_epoch_time [WORKGROUP_SIZE]`.
-//! Each timed region ends with an evaluation, which waits for the GPU.
+//! Run with `cargo run --release --example gpu_epoch_time [auto|f32|u8]
+//! [WORKGROUP_SIZE]`; the first argument sets the feature storage (default
+//! auto, which picks u8 for this data). Each timed region ends with an
+//! evaluation, which waits for the GPU.
 
 use std::time::Instant;
 
 use wgpu_learn::backend::{Backend, Batch};
-use wgpu_learn::gpu::{GpuBackend, GpuOptions};
+use wgpu_learn::gpu::{FeatureStorage, GpuBackend, GpuOptions};
 use wgpu_learn::{Dataset, Split, Splits};
 
 const FEATURES: usize = 784;
 const CLASSES: usize = 10;
 
-/// Random features in [0, 1) and labels from a xorshift generator.
+/// Random features `byte / 256` and labels from a xorshift generator.
 fn random_dataset(name: &str, rows: usize, seed: u64) -> Dataset {
     let mut state = seed;
     let mut next = move || {
@@ -23,7 +26,7 @@ fn random_dataset(name: &str, rows: usize, seed: u64) -> Dataset {
         state ^= state << 17;
         state
     };
-    let features = (0..rows * FEATURES).map(|_| (next() >> 40) as f32 / (1u64 << 24) as f32).collect();
+    let features = (0..rows * FEATURES).map(|_| (next() >> 56) as f32 / 256.0).collect();
     let labels = (0..rows).map(|_| (next() % CLASSES as u64) as u32).collect();
     Dataset::new(name, features, labels, vec![28, 28], CLASSES).expect("random data is valid")
 }
@@ -36,12 +39,19 @@ fn main() -> wgpu_learn::Result<()> {
     )?;
 
     let start = Instant::now();
-    let mut options = GpuOptions::default().with_batch_size(600);
-    if let Some(size) = std::env::args().nth(1) {
+    let storage = match std::env::args().nth(1).as_deref() {
+        None | Some("auto") => FeatureStorage::Auto,
+        Some("f32") => FeatureStorage::F32,
+        Some("u8") => FeatureStorage::U8,
+        Some(other) => panic!("invalid feature storage `{other}`; use auto, f32 or u8"),
+    };
+    let mut options = GpuOptions::default().with_batch_size(600).with_feature_storage(storage);
+    if let Some(size) = std::env::args().nth(2) {
         options = options.with_workgroup_size(size.parse().expect("WORKGROUP_SIZE must be a positive integer"));
     }
     let mut backend = GpuBackend::new(&splits, options)?;
     println!("{}", backend.description());
+    println!("feature memory on the GPU: {} bytes", backend.feature_bytes());
     println!(
         "setup (device, pipelines, upload of {} training chunks): {:.2} s",
         backend.chunk_rows(Split::Train).len(),

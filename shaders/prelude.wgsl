@@ -5,6 +5,9 @@
 // classes`, and the scratch buffer holds `rows x classes` logits or their
 // gradient. Row indices in `params.row_offset` count from the start of the
 // bound feature chunk.
+//
+// Binding 1 and `load_feature`, the only access to it, come from
+// features_f32.wgsl or features_u8.wgsl, chosen when the pipelines are built.
 
 // Mirrored by `Params` in src/gpu/kernels.rs; the two must keep the same
 // field order and size (32 bytes).
@@ -33,7 +36,6 @@ const STATUS_FIRST_NON_FINITE_STEP: u32 = 0u;
 const STATUS_ERRORS: u32 = 1u;
 
 @group(0) @binding(0) var<uniform> params: Params;
-@group(0) @binding(1) var<storage, read> features: array<f32>;
 @group(0) @binding(2) var<storage, read> labels: array<u32>;
 @group(0) @binding(3) var<storage, read_write> weights: array<f32>;
 @group(0) @binding(4) var<storage, read_write> bias: array<f32>;
@@ -113,14 +115,14 @@ fn tile_dot(low: vec4<u32>, high: vec4<u32>, block: u32) -> array<mat4x4<f32>, 2
             weights[w_start + columns.z],
             weights[w_start + columns.w],
         );
-        sums_low[0] += features[x_low.x + i] * w;
-        sums_low[1] += features[x_low.y + i] * w;
-        sums_low[2] += features[x_low.z + i] * w;
-        sums_low[3] += features[x_low.w + i] * w;
-        sums_high[0] += features[x_high.x + i] * w;
-        sums_high[1] += features[x_high.y + i] * w;
-        sums_high[2] += features[x_high.z + i] * w;
-        sums_high[3] += features[x_high.w + i] * w;
+        sums_low[0] += load_feature(x_low.x + i) * w;
+        sums_low[1] += load_feature(x_low.y + i) * w;
+        sums_low[2] += load_feature(x_low.z + i) * w;
+        sums_low[3] += load_feature(x_low.w + i) * w;
+        sums_high[0] += load_feature(x_high.x + i) * w;
+        sums_high[1] += load_feature(x_high.y + i) * w;
+        sums_high[2] += load_feature(x_high.z + i) * w;
+        sums_high[3] += load_feature(x_high.w + i) * w;
     }
     return array<mat4x4<f32>, 2>(sums_low, sums_high);
 }

@@ -46,20 +46,20 @@ fn main(
         let x = select(
             vec4<f32>(1.0),
             vec4<f32>(
-                features[x_start + x_columns.x],
-                features[x_start + x_columns.y],
-                features[x_start + x_columns.z],
-                features[x_start + x_columns.w],
+                load_feature(x_start + x_columns.x),
+                load_feature(x_start + x_columns.y),
+                load_feature(x_start + x_columns.z),
+                load_feature(x_start + x_columns.w),
             ),
             is_feature,
         );
         let x_high = select(
             vec4<f32>(1.0),
             vec4<f32>(
-                features[x_start + x_columns_high.x],
-                features[x_start + x_columns_high.y],
-                features[x_start + x_columns_high.z],
-                features[x_start + x_columns_high.w],
+                load_feature(x_start + x_columns_high.x),
+                load_feature(x_start + x_columns_high.y),
+                load_feature(x_start + x_columns_high.z),
+                load_feature(x_start + x_columns_high.w),
             ),
             is_feature_high,
         );

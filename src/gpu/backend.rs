@@ -10,6 +10,7 @@ use super::adapter::AdapterRequest;
 use super::chunks::{pieces, plan_chunks, ChunkLimit};
 use super::context::GpuContext;
 use super::kernels::{Bindings, Kernel, Kernels, Params, STATUS_ERRORS, STATUS_FIRST_NON_FINITE_STEP, STATUS_LEN};
+use super::storage::{self, FeatureStorage};
 use crate::backend::{Backend, Batch, Evaluation};
 use crate::data::{Dataset, Split, Splits};
 use crate::error::{Error, Result};
@@ -33,6 +34,9 @@ pub struct GpuOptions {
     /// queued since the last one. Default 300 s, so that an epoch of 500000
     /// MNIST-sized rows on a software adapter such as lavapipe still fits.
     pub read_back_timeout: Duration,
+    /// Storage of the features on the GPU. Default [`FeatureStorage::Auto`]:
+    /// bytes when every feature is `byte / 256`, f32 otherwise.
+    pub feature_storage: FeatureStorage,
 }
 
 impl Default for GpuOptions {
@@ -43,6 +47,7 @@ impl Default for GpuOptions {
             workgroup_size: None,
             max_chunk_bytes: None,
             read_back_timeout: Duration::from_secs(300),
+            feature_storage: FeatureStorage::Auto,
         }
     }
 }
@@ -75,6 +80,12 @@ impl GpuOptions {
     /// Sets the maximum wait for a read-back (default 300 s).
     pub fn with_read_back_timeout(mut self, timeout: Duration) -> Self {
         self.read_back_timeout = timeout;
+        self
+    }
+
+    /// Sets the feature storage (default [`FeatureStorage::Auto`]).
+    pub fn with_feature_storage(mut self, storage: FeatureStorage) -> Self {
+        self.feature_storage = storage;
         self
     }
 }
@@ -130,6 +141,7 @@ pub struct GpuBackend {
     context: GpuContext,
     kernels: Kernels,
     options: GpuOptions,
+    feature_storage: FeatureStorage,
     sample_shape: Vec<usize>,
     features: usize,
     classes: usize,
@@ -152,8 +164,10 @@ impl GpuBackend {
     /// the three splits, with a zero model.
     ///
     /// # Errors
-    /// [`Error::InvalidConfig`] for a zero batch size, [`Error::NoAdapter`]
-    /// if no adapter matches, [`Error::Gpu`] if a batch, the weights or a
+    /// [`Error::InvalidConfig`] for a zero batch size, or for
+    /// [`FeatureStorage::U8`] with a feature that is not `byte / 256`, whose
+    /// split, row and column the message names. [`Error::NoAdapter`] if no
+    /// adapter matches, [`Error::Gpu`] if a batch, the weights or a
     /// single row exceed a device limit (named in the message) or the device
     /// reports an error.
     pub fn new(splits: &Splits, options: GpuOptions) -> Result<Self> {
@@ -164,8 +178,13 @@ impl GpuBackend {
                 expected: format!("an integer in 1..={}", u32::MAX),
             });
         }
+        let split_bytes = storage::resolve(options.feature_storage, splits)?;
+        let feature_storage = match split_bytes {
+            Some(_) => FeatureStorage::U8,
+            None => FeatureStorage::F32,
+        };
         let context = GpuContext::new(&options.adapter)?;
-        let kernels = Kernels::new(&context, options.workgroup_size)?;
+        let kernels = Kernels::new(&context, options.workgroup_size, feature_storage)?;
         let features = splits.n_features();
         let classes = splits.n_classes();
         let mut counters = GpuCounters::default();
@@ -173,7 +192,8 @@ impl GpuBackend {
         let model = create_model_buffers(&context, features, classes, options.batch_size, &mut counters)?;
         let limit = ChunkLimit::new(context.limits(), options.max_chunk_bytes);
         let mut upload = |split: Split, rows_multiple: usize, what: &str| {
-            upload_split(&context, split, splits.get(split), rows_multiple, &limit, what, &mut counters)
+            let bytes = split_bytes.as_ref().map(|all| all.get(split));
+            upload_split(&context, split, splits.get(split), bytes, rows_multiple, &limit, what, &mut counters)
         };
         let train = upload(Split::Train, options.batch_size, "a training batch")?;
         let validation = upload(Split::Validation, 1, "one row")?;
@@ -184,6 +204,7 @@ impl GpuBackend {
             context,
             kernels,
             options,
+            feature_storage,
             sample_shape: splits.train.sample_shape().to_vec(),
             features,
             classes,
@@ -204,6 +225,21 @@ impl GpuBackend {
     /// GPU traffic counts since creation.
     pub fn counters(&self) -> GpuCounters {
         self.counters
+    }
+
+    /// Storage of the features on the GPU: [`FeatureStorage::F32`] or
+    /// [`FeatureStorage::U8`], never [`FeatureStorage::Auto`].
+    pub fn feature_storage(&self) -> FeatureStorage {
+        self.feature_storage
+    }
+
+    /// Bytes of GPU memory that the feature chunks of all three splits use.
+    pub fn feature_bytes(&self) -> u64 {
+        [&self.train, &self.validation, &self.test]
+            .iter()
+            .flat_map(|split| &split.chunks)
+            .map(|chunk| chunk.features.size())
+            .sum()
     }
 
     /// Returns the device this backend runs on.
@@ -397,7 +433,7 @@ impl GpuBackend {
 
 impl Backend for GpuBackend {
     fn description(&self) -> String {
-        self.context.description()
+        format!("{}, features {}", self.context.description(), self.feature_storage.name())
     }
 
     fn train_steps(&mut self, batches: &[Batch], learning_rate: f32) -> Result<()> {
@@ -573,29 +609,46 @@ fn create_model_buffers(
     Ok(buffers)
 }
 
-/// Uploads one split as chunks of whole rows.
+/// Uploads one split as chunks of whole rows. With `bytes`, the split's
+/// features as bytes, the features use u8 storage: each chunk is padded to
+/// whole `u32` words, and its rows start at element `row * d`, which need
+/// not be word-aligned. Without `bytes` they use f32 storage.
+#[allow(clippy::too_many_arguments)]
 fn upload_split(
     context: &GpuContext,
     split: Split,
     data: &Dataset,
+    bytes: Option<&[u8]>,
     rows_multiple: usize,
     limit: &ChunkLimit,
     what: &str,
     counters: &mut GpuCounters,
 ) -> Result<SplitBuffers> {
     let features = data.n_features();
-    let ranges = plan_chunks(data.len(), (features * 4) as u64, rows_multiple, limit, what)?;
+    let feature_storage = match bytes {
+        Some(_) => FeatureStorage::U8,
+        None => FeatureStorage::F32,
+    };
+    let ranges = plan_chunks(data.len(), feature_storage.row_bytes(features), rows_multiple, limit, what)?;
     let chunks = context.scoped(&format!("uploading the {split} split"), || {
         let device = context.device();
         ranges
             .iter()
             .enumerate()
             .map(|(index, rows)| {
-                let feature_values = &data.features()[rows.start * features..rows.end * features];
+                let elements = rows.start * features..rows.end * features;
+                let padded;
+                let contents: &[u8] = match bytes {
+                    Some(bytes) => {
+                        padded = storage::pad_to_words(&bytes[elements]);
+                        &padded
+                    }
+                    None => bytemuck::cast_slice(&data.features()[elements]),
+                };
                 let chunk = Chunk {
                     features: device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                         label: Some(&format!("{split} features chunk {index}")),
-                        contents: bytemuck::cast_slice(feature_values),
+                        contents,
                         usage: wgpu::BufferUsages::STORAGE,
                     }),
                     labels: device.create_buffer_init(&wgpu::util::BufferInitDescriptor {

@@ -2,7 +2,8 @@
 //!
 //! One storage binding may hold at most `max_storage_buffer_binding_size`
 //! bytes (128 MiB in wgpu's defaults and on lavapipe), less than MNIST's
-//! 50000 x 784 training matrix. Each split is therefore stored as several
+//! 50000 x 784 training matrix in f32 storage (the u8 storage of
+//! [`FeatureStorage`](super::FeatureStorage) needs a quarter of that). Each split is therefore stored as several
 //! chunks of whole rows. Training chunks contain a multiple of the batch
 //! size, so a batch that starts at a multiple of the batch size never
 //! straddles two chunks. Evaluation splits a range over chunks freely.

@@ -12,6 +12,7 @@ use bytemuck::{Pod, Zeroable};
 
 use super::context::GpuContext;
 use super::shaders::{self, KernelSource};
+use super::storage::FeatureStorage;
 use crate::error::{Error, Result};
 
 /// Per-dispatch values, mirrored by `struct Params` in `shaders/prelude.wgsl`.
@@ -120,12 +121,13 @@ pub(crate) struct Kernels {
 
 impl Kernels {
     /// Builds the pipelines with `workgroup_size` invocations per workgroup,
-    /// or [`DEFAULT_WORKGROUP_SIZE`] capped by the device limits.
+    /// or [`DEFAULT_WORKGROUP_SIZE`] capped by the device limits, reading
+    /// features stored as `storage` ([`FeatureStorage::Auto`] reads f32).
     ///
     /// # Errors
     /// [`Error::Gpu`] if the requested size exceeds a device limit (named in
     /// the message) or a shader fails to compile.
-    pub fn new(context: &GpuContext, workgroup_size: Option<u32>) -> Result<Self> {
+    pub fn new(context: &GpuContext, workgroup_size: Option<u32>, storage: FeatureStorage) -> Result<Self> {
         let limits = context.limits();
         let workgroup_size = choose_workgroup_size(limits, workgroup_size)?;
         let params_stride = PARAMS_SIZE.next_multiple_of(limits.min_uniform_buffer_offset_alignment as u64);
@@ -141,7 +143,7 @@ impl Kernels {
                 bind_group_layouts: &[Some(&layout)],
                 immediate_size: 0,
             });
-            let build = |kernel: Kernel| build_pipeline(device, &pipeline_layout, kernel.source(), workgroup_size);
+            let build = |kernel: Kernel| build_pipeline(device, &pipeline_layout, kernel.source(), storage, workgroup_size);
             Kernels {
                 logits: build(Kernel::Logits),
                 softmax_nll: build(Kernel::SoftmaxNll),
@@ -359,11 +361,12 @@ fn build_pipeline(
     device: &wgpu::Device,
     layout: &wgpu::PipelineLayout,
     kernel: KernelSource,
+    storage: FeatureStorage,
     workgroup_size: u32,
 ) -> wgpu::ComputePipeline {
     let module = device.create_shader_module(wgpu::ShaderModuleDescriptor {
         label: Some(kernel.label),
-        source: wgpu::ShaderSource::Wgsl(shaders::full_source(kernel).into()),
+        source: wgpu::ShaderSource::Wgsl(shaders::full_source(kernel, storage).into()),
     });
     device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
         label: Some(kernel.label),

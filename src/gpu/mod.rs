@@ -6,6 +6,8 @@
 //!   [`Error::Gpu`](crate::Error::Gpu) instead of panics.
 //! - [`GpuBackend`]: the [`Backend`](crate::Backend) that trains on the GPU.
 //! - [`KernelRunner`]: runs one kernel on host arrays, for tests.
+//! - [`FeatureStorage`]: features on the GPU as f32, or as bytes when every
+//!   value is `byte / 256`.
 //!
 //! The kernels live in the crate's `shaders/` directory, one WGSL file each,
 //! after a shared prelude. Every sum runs in a fixed order and no kernel
@@ -18,8 +20,10 @@ mod context;
 pub mod kernels;
 mod runner;
 mod shaders;
+mod storage;
 
 pub use adapter::{find_adapter, list_adapters, AdapterInfoSummary, AdapterPreference, AdapterRequest};
 pub use backend::{GpuBackend, GpuCounters, GpuOptions};
 pub use context::GpuContext;
 pub use runner::{KernelRunner, SgdUpdateOutput, SoftmaxNllOutput};
+pub use storage::FeatureStorage;

@@ -12,6 +12,7 @@ use wgpu::util::DeviceExt;
 use super::adapter::AdapterRequest;
 use super::context::GpuContext;
 use super::kernels::{Bindings, Kernel, Kernels, Params, STATUS_ERRORS, STATUS_FIRST_NON_FINITE_STEP, STATUS_LEN};
+use super::storage::FeatureStorage;
 use crate::error::{Error, Result};
 
 /// Output of [`KernelRunner::softmax_nll`].
@@ -71,7 +72,7 @@ impl KernelRunner {
     /// [`Error::NoAdapter`] if no adapter matches, [`Error::Gpu`] otherwise.
     pub fn new(request: &AdapterRequest, workgroup_size: Option<u32>) -> Result<Self> {
         let context = GpuContext::new(request)?;
-        let kernels = Kernels::new(&context, workgroup_size)?;
+        let kernels = Kernels::new(&context, workgroup_size, FeatureStorage::F32)?;
         Ok(KernelRunner { context, kernels })
     }
 

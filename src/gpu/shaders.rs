@@ -1,6 +1,8 @@
 //! WGSL sources of the kernels, one file per kernel in the crate's
 //! `shaders/` directory.
 
+use super::storage::FeatureStorage;
+
 /// One kernel's source and the label its shader module and pipeline get.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct KernelSource {
@@ -20,8 +22,15 @@ macro_rules! kernel_source {
 }
 
 /// Declarations that every kernel starts with: the `Params` struct, the
-/// bindings, the workgroup size override and float helpers.
+/// bindings other than the features, the workgroup size override and float
+/// helpers.
 pub(crate) const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
+
+/// The feature binding as `array<f32>` and its `load_feature` function.
+pub(crate) const FEATURES_F32: &str = include_str!("../../shaders/features_f32.wgsl");
+/// The feature binding as bytes packed four per `u32` and its `load_feature`
+/// function.
+pub(crate) const FEATURES_U8: &str = include_str!("../../shaders/features_u8.wgsl");
 
 /// Logits of a training batch into the scratch buffer.
 pub(crate) const LOGITS: KernelSource = kernel_source!("logits");
@@ -32,7 +41,12 @@ pub(crate) const SGD_UPDATE: KernelSource = kernel_source!("sgd_update");
 /// Logits, argmax and error count for evaluation.
 pub(crate) const EVALUATE: KernelSource = kernel_source!("evaluate");
 
-/// Returns the prelude followed by the kernel, as one WGSL module.
-pub(crate) fn full_source(kernel: KernelSource) -> String {
-    format!("{PRELUDE}\n{}", kernel.source)
+/// Returns the prelude, the feature binding for `storage` and the kernel,
+/// as one WGSL module. [`FeatureStorage::Auto`] gets the f32 binding.
+pub(crate) fn full_source(kernel: KernelSource, storage: FeatureStorage) -> String {
+    let features = match storage {
+        FeatureStorage::U8 => FEATURES_U8,
+        FeatureStorage::F32 | FeatureStorage::Auto => FEATURES_F32,
+    };
+    format!("{PRELUDE}\n{features}\n{}", kernel.source)
 }
