@@ -6,6 +6,7 @@
 //! [`pickle`] (the classic `mnist.pkl.gz`), and [`mnist`], which builds the
 //! classic splits from either.
 
+pub mod bytes;
 pub mod idx;
 pub mod mnist;
 pub mod pickle;
