@@ -1,6 +1,7 @@
 //! [`Backend`] on the CPU.
 
 use super::fused::{self, FusedParams};
+use crate::data::bytes::SplitBytes;
 use crate::backend::{Backend, Batch, Evaluation};
 use crate::data::{Split, Splits};
 use crate::error::Result;
@@ -10,9 +11,12 @@ use crate::model::LogisticRegression;
 ///
 /// Steps run through [`fused::sgd_step`], with the weights kept
 /// classes-major; [`Backend::current_model`] returns them in the model's
-/// `d x k` layout.
+/// `d x k` layout. When every feature is `byte / 256`, as with MNIST, the
+/// backend keeps a copy of the features as bytes and trains on those: a
+/// quarter of the memory traffic, with bit-identical results.
 pub struct CpuBackend<'a> {
     splits: &'a Splits,
+    bytes: Option<SplitBytes>,
     params: FusedParams,
     best: Option<FusedParams>,
     steps_done: u64,
@@ -24,6 +28,7 @@ impl<'a> CpuBackend<'a> {
     pub fn new(splits: &'a Splits) -> Self {
         CpuBackend {
             splits,
+            bytes: SplitBytes::convert(splits),
             params: FusedParams::zeros(splits.n_features(), splits.n_classes()),
             best: None,
             steps_done: 0,
@@ -43,7 +48,8 @@ impl<'a> CpuBackend<'a> {
 
 impl Backend for CpuBackend<'_> {
     fn description(&self) -> String {
-        format!("cpu (rayon, {} threads)", rayon::current_num_threads())
+        let storage = if self.bytes.is_some() { "u8" } else { "f32" };
+        format!("cpu (rayon, {} threads), features {storage}", rayon::current_num_threads())
     }
 
     fn train_steps(&mut self, batches: &[Batch], learning_rate: f32) -> Result<()> {
@@ -51,12 +57,12 @@ impl Backend for CpuBackend<'_> {
         let d = train.n_features();
         for batch in batches {
             let rows = batch.start..batch.start + batch.len;
-            let loss = fused::sgd_step(
-                &mut self.params,
-                &train.features()[rows.start * d..rows.end * d],
-                &train.labels()[rows],
-                learning_rate,
-            );
+            let features = rows.start * d..rows.end * d;
+            let labels = &train.labels()[rows];
+            let loss = match &self.bytes {
+                Some(bytes) => fused::sgd_step(&mut self.params, &bytes.get(Split::Train)[features], labels, learning_rate),
+                None => fused::sgd_step(&mut self.params, &train.features()[features], labels, learning_rate),
+            };
             if self.first_non_finite_step.is_none() && !(loss.is_finite() && self.params.is_finite()) {
                 self.first_non_finite_step = Some(self.steps_done);
             }
@@ -72,11 +78,12 @@ impl Backend for CpuBackend<'_> {
         let mut rows = 0;
         for batch in batches {
             let range = batch.start..batch.start + batch.len;
-            errors += fused::count_errors(
-                &self.params,
-                &data.features()[range.start * d..range.end * d],
-                &data.labels()[range],
-            );
+            let features = range.start * d..range.end * d;
+            let labels = &data.labels()[range];
+            errors += match &self.bytes {
+                Some(bytes) => fused::count_errors(&self.params, &bytes.get(split)[features], labels),
+                None => fused::count_errors(&self.params, &data.features()[features], labels),
+            };
             rows += batch.len as u64;
         }
         Ok(Evaluation {

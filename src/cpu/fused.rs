@@ -19,6 +19,28 @@ pub const LANES: usize = 8;
 
 type Lanes = [f32; LANES];
 
+/// A stored feature value: f32 as it is, or a byte `b` standing for the
+/// exact f32 `b / 256` (see [`crate::data::bytes`]). The kernels convert as
+/// they load, so both give bit-identical results.
+pub trait Element: Copy + Send + Sync + 'static {
+    /// Returns the feature as f32.
+    fn value(self) -> f32;
+}
+
+impl Element for f32 {
+    #[inline(always)]
+    fn value(self) -> f32 {
+        self
+    }
+}
+
+impl Element for u8 {
+    #[inline(always)]
+    fn value(self) -> f32 {
+        f32::from(self) * (1.0 / 256.0)
+    }
+}
+
 /// Classes-major parameters of logistic regression.
 #[derive(Clone, Debug, PartialEq)]
 pub struct FusedParams {
@@ -51,7 +73,7 @@ impl FusedParams {
 
 /// Runs one SGD step on `rows` rows of `x` (row-major, `rows x d`) and
 /// returns the mean loss (NaN or infinite if a row's loss is not finite).
-pub fn sgd_step(params: &mut FusedParams, x: &[f32], labels: &[u32], learning_rate: f32) -> f32 {
+pub fn sgd_step<T: Element>(params: &mut FusedParams, x: &[T], labels: &[u32], learning_rate: f32) -> f32 {
     let (d, k) = (params.d, params.k);
     let rows = labels.len();
     assert_eq!(x.len(), rows * d, "x must hold rows x d values");
@@ -94,7 +116,7 @@ pub fn sgd_step(params: &mut FusedParams, x: &[f32], labels: &[u32], learning_ra
 
 /// Counts the rows of `x` whose argmax (first maximum on ties, NaN never
 /// chosen) differs from the label.
-pub fn count_errors(params: &FusedParams, x: &[f32], labels: &[u32]) -> u64 {
+pub fn count_errors<T: Element>(params: &FusedParams, x: &[T], labels: &[u32]) -> u64 {
     let (d, k) = (params.d, params.k);
     x.par_chunks(BLOCK_ROWS * d)
         .zip(labels.par_chunks(BLOCK_ROWS))
@@ -110,7 +132,7 @@ pub fn count_errors(params: &FusedParams, x: &[f32], labels: &[u32]) -> u64 {
 }
 
 /// Writes the logits of the rows of `x` into `out` (`rows x k`).
-pub fn logits(params: &FusedParams, x: &[f32], out: &mut [f32]) {
+pub fn logits<T: Element>(params: &FusedParams, x: &[T], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
@@ -124,12 +146,12 @@ pub fn logits(params: &FusedParams, x: &[f32], out: &mut [f32]) {
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn logits_avx2(params: &FusedParams, x: &[f32], out: &mut [f32]) {
+unsafe fn logits_avx2<T: Element>(params: &FusedParams, x: &[T], out: &mut [f32]) {
     logits_portable(params, x, out);
 }
 
 #[inline(always)]
-fn logits_portable(params: &FusedParams, x: &[f32], out: &mut [f32]) {
+fn logits_portable<T: Element>(params: &FusedParams, x: &[T], out: &mut [f32]) {
     let (d, k) = (params.d, params.k);
     let rows = x.len() / d;
     let mut row = 0;
@@ -139,16 +161,16 @@ fn logits_portable(params: &FusedParams, x: &[f32], out: &mut [f32]) {
         while class < k {
             let group = (k - class).min(5);
             match (pair, group) {
-                (2, 5) => logits_tile::<2, 5>(params, x, out, row, class),
-                (2, 4) => logits_tile::<2, 4>(params, x, out, row, class),
-                (2, 3) => logits_tile::<2, 3>(params, x, out, row, class),
-                (2, 2) => logits_tile::<2, 2>(params, x, out, row, class),
-                (2, _) => logits_tile::<2, 1>(params, x, out, row, class),
-                (_, 5) => logits_tile::<1, 5>(params, x, out, row, class),
-                (_, 4) => logits_tile::<1, 4>(params, x, out, row, class),
-                (_, 3) => logits_tile::<1, 3>(params, x, out, row, class),
-                (_, 2) => logits_tile::<1, 2>(params, x, out, row, class),
-                (_, _) => logits_tile::<1, 1>(params, x, out, row, class),
+                (2, 5) => logits_tile::<T, 2, 5>(params, x, out, row, class),
+                (2, 4) => logits_tile::<T, 2, 4>(params, x, out, row, class),
+                (2, 3) => logits_tile::<T, 2, 3>(params, x, out, row, class),
+                (2, 2) => logits_tile::<T, 2, 2>(params, x, out, row, class),
+                (2, _) => logits_tile::<T, 2, 1>(params, x, out, row, class),
+                (_, 5) => logits_tile::<T, 1, 5>(params, x, out, row, class),
+                (_, 4) => logits_tile::<T, 1, 4>(params, x, out, row, class),
+                (_, 3) => logits_tile::<T, 1, 3>(params, x, out, row, class),
+                (_, 2) => logits_tile::<T, 1, 2>(params, x, out, row, class),
+                (_, _) => logits_tile::<T, 1, 1>(params, x, out, row, class),
             }
             class += group;
         }
@@ -158,10 +180,10 @@ fn logits_portable(params: &FusedParams, x: &[f32], out: &mut [f32]) {
 
 /// Logits of `R` rows from `row` for `C` classes from `class`.
 #[inline(always)]
-fn logits_tile<const R: usize, const C: usize>(params: &FusedParams, x: &[f32], out: &mut [f32], row: usize, class: usize) {
+fn logits_tile<T: Element, const R: usize, const C: usize>(params: &FusedParams, x: &[T], out: &mut [f32], row: usize, class: usize) {
     let (d, k) = (params.d, params.k);
     let mut acc = [[[0.0f32; LANES]; C]; R];
-    let x_rows: [&[f32]; R] = std::array::from_fn(|r| &x[(row + r) * d..(row + r + 1) * d]);
+    let x_rows: [&[T]; R] = std::array::from_fn(|r| &x[(row + r) * d..(row + r + 1) * d]);
     let w_rows: [&[f32]; C] = std::array::from_fn(|c| &params.wt[(class + c) * d..(class + c + 1) * d]);
     let full = d / LANES * LANES;
     for start in (0..full).step_by(LANES) {
@@ -180,7 +202,7 @@ fn logits_tile<const R: usize, const C: usize>(params: &FusedParams, x: &[f32], 
     for i in full..d {
         for c in 0..C {
             for r in 0..R {
-                acc[r][c][i - full] = x_rows[r][i].mul_add(w_rows[c][i], acc[r][c][i - full]);
+                acc[r][c][i - full] = x_rows[r][i].value().mul_add(w_rows[c][i], acc[r][c][i - full]);
             }
         }
     }
@@ -196,16 +218,17 @@ fn logits_tile<const R: usize, const C: usize>(params: &FusedParams, x: &[f32], 
 /// # Safety
 /// `start + LANES <= values.len()`.
 #[inline(always)]
-unsafe fn load_lanes(values: &[f32], start: usize) -> Lanes {
+unsafe fn load_lanes<T: Element>(values: &[T], start: usize) -> Lanes {
     debug_assert!(start + LANES <= values.len());
-    // SAFETY: the caller keeps the read inside `values`; `Lanes` has no
-    // alignment requirement beyond f32's, which read_unaligned does not need.
-    unsafe { std::ptr::read_unaligned(values.as_ptr().add(start).cast::<Lanes>()) }
+    // SAFETY: the caller keeps the read inside `values`, and read_unaligned
+    // has no alignment requirement.
+    let raw: [T; LANES] = unsafe { std::ptr::read_unaligned(values.as_ptr().add(start).cast::<[T; LANES]>()) };
+    raw.map(Element::value)
 }
 
 /// Adds `g^T x` to `weight_grad` (`k x d`) and the column sums of `g` to
 /// `bias_grad`, for the rows of one block; rows are summed in order.
-fn accumulate_gradient(x: &[f32], g: &[f32], d: usize, k: usize, weight_grad: &mut [f32], bias_grad: &mut [f32]) {
+fn accumulate_gradient<T: Element>(x: &[T], g: &[f32], d: usize, k: usize, weight_grad: &mut [f32], bias_grad: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
@@ -219,21 +242,21 @@ fn accumulate_gradient(x: &[f32], g: &[f32], d: usize, k: usize, weight_grad: &m
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn accumulate_gradient_avx2(x: &[f32], g: &[f32], d: usize, k: usize, weight_grad: &mut [f32], bias_grad: &mut [f32]) {
+unsafe fn accumulate_gradient_avx2<T: Element>(x: &[T], g: &[f32], d: usize, k: usize, weight_grad: &mut [f32], bias_grad: &mut [f32]) {
     accumulate_gradient_portable(x, g, d, k, weight_grad, bias_grad);
 }
 
 #[inline(always)]
-fn accumulate_gradient_portable(x: &[f32], g: &[f32], d: usize, k: usize, weight_grad: &mut [f32], bias_grad: &mut [f32]) {
+fn accumulate_gradient_portable<T: Element>(x: &[T], g: &[f32], d: usize, k: usize, weight_grad: &mut [f32], bias_grad: &mut [f32]) {
     let mut class = 0;
     while class < k {
         let group = (k - class).min(5);
         match group {
-            5 => gradient_tile::<5>(x, g, d, k, class, weight_grad),
-            4 => gradient_tile::<4>(x, g, d, k, class, weight_grad),
-            3 => gradient_tile::<3>(x, g, d, k, class, weight_grad),
-            2 => gradient_tile::<2>(x, g, d, k, class, weight_grad),
-            _ => gradient_tile::<1>(x, g, d, k, class, weight_grad),
+            5 => gradient_tile::<T, 5>(x, g, d, k, class, weight_grad),
+            4 => gradient_tile::<T, 4>(x, g, d, k, class, weight_grad),
+            3 => gradient_tile::<T, 3>(x, g, d, k, class, weight_grad),
+            2 => gradient_tile::<T, 2>(x, g, d, k, class, weight_grad),
+            _ => gradient_tile::<T, 1>(x, g, d, k, class, weight_grad),
         }
         class += group;
     }
@@ -244,7 +267,7 @@ fn accumulate_gradient_portable(x: &[f32], g: &[f32], d: usize, k: usize, weight
 
 /// Weight gradient of `C` classes from `class`, sixteen features at a time.
 #[inline(always)]
-fn gradient_tile<const C: usize>(x: &[f32], g: &[f32], d: usize, k: usize, class: usize, weight_grad: &mut [f32]) {
+fn gradient_tile<T: Element, const C: usize>(x: &[T], g: &[f32], d: usize, k: usize, class: usize, weight_grad: &mut [f32]) {
     let rows = g.len() / k;
     let pairs = d / (2 * LANES) * (2 * LANES);
     for start in (0..pairs).step_by(2 * LANES) {
@@ -272,7 +295,7 @@ fn gradient_tile<const C: usize>(x: &[f32], g: &[f32], d: usize, k: usize, class
         for c in 0..C {
             let mut sum = weight_grad[(class + c) * d + i];
             for r in 0..rows {
-                sum = g[r * k + class + c].mul_add(x[r * d + i], sum);
+                sum = g[r * k + class + c].mul_add(x[r * d + i].value(), sum);
             }
             weight_grad[(class + c) * d + i] = sum;
         }
@@ -421,6 +444,23 @@ mod tests {
         let mut row = [0.0f32, 120.0];
         assert_eq!(softmax_nll_grad(&mut row, 0, 1.0), 120.0);
         assert_eq!(row, [-1.0, 1.0]);
+    }
+
+    #[test]
+    fn byte_features_match_f32_bit_for_bit() {
+        let (rows, d, k) = (203, 785, 10);
+        let bytes: Vec<u8> = (0..rows * d).map(|i| ((i * 131 + i / 7) % 256) as u8).collect();
+        let floats: Vec<f32> = bytes.iter().map(|&b| b.value()).collect();
+        let labels: Vec<u32> = (0..rows as u32).map(|r| (r * 3) % k as u32).collect();
+        let mut from_bytes = FusedParams::zeros(d, k);
+        let mut from_floats = FusedParams::zeros(d, k);
+        for _ in 0..3 {
+            let loss_bytes = sgd_step(&mut from_bytes, &bytes, &labels, 0.1);
+            let loss_floats = sgd_step(&mut from_floats, &floats, &labels, 0.1);
+            assert_eq!(loss_bytes.to_bits(), loss_floats.to_bits());
+        }
+        assert_eq!(from_bytes, from_floats);
+        assert_eq!(count_errors(&from_bytes, &bytes, &labels), count_errors(&from_floats, &floats, &labels));
     }
 
     #[test]
