@@ -25,6 +25,15 @@ type Lanes = [f32; LANES];
 pub trait Element: Copy + Send + Sync + 'static {
     /// Returns the feature as f32.
     fn value(self) -> f32;
+
+    /// Loads eight features from `pointer` as f32 lanes, equal to
+    /// [`Element::value`] of each.
+    ///
+    /// # Safety
+    /// `pointer` must be valid for reading eight elements, and the CPU must
+    /// support AVX2.
+    #[cfg(target_arch = "x86_64")]
+    unsafe fn load8(pointer: *const Self) -> std::arch::x86_64::__m256;
 }
 
 impl Element for f32 {
@@ -32,12 +41,32 @@ impl Element for f32 {
     fn value(self) -> f32 {
         self
     }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(pointer: *const f32) -> std::arch::x86_64::__m256 {
+        // SAFETY: the caller guarantees eight readable values and AVX.
+        unsafe { std::arch::x86_64::_mm256_loadu_ps(pointer) }
+    }
 }
 
 impl Element for u8 {
     #[inline(always)]
     fn value(self) -> f32 {
         f32::from(self) * (1.0 / 256.0)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    unsafe fn load8(pointer: *const u8) -> std::arch::x86_64::__m256 {
+        use std::arch::x86_64::*;
+        // SAFETY: the caller guarantees eight readable bytes and AVX2. Bytes
+        // widen to i32 and convert to f32 exactly; the product with 1/256 is
+        // exact too, as in `value`.
+        unsafe {
+            let bytes = _mm_loadl_epi64(pointer.cast::<__m128i>());
+            _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes)), _mm256_set1_ps(1.0 / 256.0))
+        }
     }
 }
 
@@ -147,7 +176,79 @@ pub fn logits<T: Element>(params: &FusedParams, x: &[T], out: &mut [f32]) {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn logits_avx2<T: Element>(params: &FusedParams, x: &[T], out: &mut [f32]) {
-    logits_portable(params, x, out);
+    // Same tiles and the same arithmetic as `logits_portable`, written with
+    // intrinsics so that the accumulators stay in registers.
+    let (d, k) = (params.d, params.k);
+    let rows = x.len() / d;
+    let mut row = 0;
+    while row < rows {
+        let pair = (rows - row).min(2);
+        let mut class = 0;
+        while class < k {
+            let group = (k - class).min(5);
+            // SAFETY: the CPU supports AVX2 and FMA (checked by the caller),
+            // and the tile stays inside the rows and classes.
+            unsafe {
+                match (pair, group) {
+                    (2, 5) => logits_tile_avx2::<T, 2, 5>(params, x, out, row, class),
+                    (2, 4) => logits_tile_avx2::<T, 2, 4>(params, x, out, row, class),
+                    (2, 3) => logits_tile_avx2::<T, 2, 3>(params, x, out, row, class),
+                    (2, 2) => logits_tile_avx2::<T, 2, 2>(params, x, out, row, class),
+                    (2, _) => logits_tile_avx2::<T, 2, 1>(params, x, out, row, class),
+                    (_, 5) => logits_tile_avx2::<T, 1, 5>(params, x, out, row, class),
+                    (_, 4) => logits_tile_avx2::<T, 1, 4>(params, x, out, row, class),
+                    (_, 3) => logits_tile_avx2::<T, 1, 3>(params, x, out, row, class),
+                    (_, 2) => logits_tile_avx2::<T, 1, 2>(params, x, out, row, class),
+                    (_, _) => logits_tile_avx2::<T, 1, 1>(params, x, out, row, class),
+                }
+            }
+            class += group;
+        }
+        row += pair;
+    }
+}
+
+/// [`logits_tile`] with AVX2 intrinsics: the same lanes, the same fused
+/// multiply-adds in the same order, so the same results.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn logits_tile_avx2<T: Element, const R: usize, const C: usize>(
+    params: &FusedParams,
+    x: &[T],
+    out: &mut [f32],
+    row: usize,
+    class: usize,
+) {
+    use std::arch::x86_64::*;
+    let (d, k) = (params.d, params.k);
+    let x_rows: [&[T]; R] = std::array::from_fn(|r| &x[(row + r) * d..(row + r + 1) * d]);
+    let w_rows: [&[f32]; C] = std::array::from_fn(|c| &params.wt[(class + c) * d..(class + c + 1) * d]);
+    let full = d / LANES * LANES;
+    let mut acc = [[_mm256_setzero_ps(); C]; R];
+    let mut start = 0;
+    while start < full {
+        // SAFETY: start + LANES <= full <= d, the length of every row slice.
+        let xs: [__m256; R] = std::array::from_fn(|r| unsafe { T::load8(x_rows[r].as_ptr().add(start)) });
+        for c in 0..C {
+            // SAFETY: as above.
+            let w = unsafe { _mm256_loadu_ps(w_rows[c].as_ptr().add(start)) };
+            for r in 0..R {
+                acc[r][c] = _mm256_fmadd_ps(xs[r], w, acc[r][c]);
+            }
+        }
+        start += LANES;
+    }
+    for r in 0..R {
+        for c in 0..C {
+            let mut lanes = [0.0f32; LANES];
+            // SAFETY: `lanes` holds LANES floats.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r][c]) };
+            for i in full..d {
+                lanes[i - full] = x_rows[r][i].value().mul_add(w_rows[c][i], lanes[i - full]);
+            }
+            out[(row + r) * k + class + c] = sum_lanes(&lanes) + params.bias[class + c];
+        }
+    }
 }
 
 #[inline(always)]
@@ -243,7 +344,77 @@ fn accumulate_gradient<T: Element>(x: &[T], g: &[f32], d: usize, k: usize, weigh
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn accumulate_gradient_avx2<T: Element>(x: &[T], g: &[f32], d: usize, k: usize, weight_grad: &mut [f32], bias_grad: &mut [f32]) {
-    accumulate_gradient_portable(x, g, d, k, weight_grad, bias_grad);
+    // Same tiles and arithmetic as `accumulate_gradient_portable`.
+    let mut class = 0;
+    while class < k {
+        let group = (k - class).min(5);
+        // SAFETY: the CPU supports AVX2 and FMA (checked by the caller).
+        unsafe {
+            match group {
+                5 => gradient_tile_avx2::<T, 5>(x, g, d, k, class, weight_grad),
+                4 => gradient_tile_avx2::<T, 4>(x, g, d, k, class, weight_grad),
+                3 => gradient_tile_avx2::<T, 3>(x, g, d, k, class, weight_grad),
+                2 => gradient_tile_avx2::<T, 2>(x, g, d, k, class, weight_grad),
+                _ => gradient_tile_avx2::<T, 1>(x, g, d, k, class, weight_grad),
+            }
+        }
+        class += group;
+    }
+    for row in g.chunks_exact(k) {
+        add_into(bias_grad, row);
+    }
+}
+
+/// [`gradient_tile`] with AVX2 intrinsics: the same sums in the same order.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn gradient_tile_avx2<T: Element, const C: usize>(
+    x: &[T],
+    g: &[f32],
+    d: usize,
+    k: usize,
+    class: usize,
+    weight_grad: &mut [f32],
+) {
+    use std::arch::x86_64::*;
+    let rows = g.len() / k;
+    let pairs = d / (2 * LANES) * (2 * LANES);
+    let mut start = 0;
+    while start < pairs {
+        let column = |c: usize| (class + c) * d + start;
+        // SAFETY: column(c) + 2 * LANES <= (class + c) * d + d, inside weight_grad.
+        let mut low: [__m256; C] = std::array::from_fn(|c| unsafe { _mm256_loadu_ps(weight_grad.as_ptr().add(column(c))) });
+        let mut high: [__m256; C] =
+            std::array::from_fn(|c| unsafe { _mm256_loadu_ps(weight_grad.as_ptr().add(column(c) + LANES)) });
+        for r in 0..rows {
+            let x_row = &x[r * d..(r + 1) * d];
+            // SAFETY: start + 2 * LANES <= pairs <= d, the length of x_row.
+            let (x_low, x_high) = unsafe { (T::load8(x_row.as_ptr().add(start)), T::load8(x_row.as_ptr().add(start + LANES))) };
+            let g_row = &g[r * k + class..r * k + class + C];
+            for c in 0..C {
+                let scale = _mm256_set1_ps(g_row[c]);
+                low[c] = _mm256_fmadd_ps(scale, x_low, low[c]);
+                high[c] = _mm256_fmadd_ps(scale, x_high, high[c]);
+            }
+        }
+        for c in 0..C {
+            // SAFETY: as for the loads above.
+            unsafe {
+                _mm256_storeu_ps(weight_grad.as_mut_ptr().add(column(c)), low[c]);
+                _mm256_storeu_ps(weight_grad.as_mut_ptr().add(column(c) + LANES), high[c]);
+            }
+        }
+        start += 2 * LANES;
+    }
+    for i in pairs..d {
+        for c in 0..C {
+            let mut sum = weight_grad[(class + c) * d + i];
+            for r in 0..rows {
+                sum = g[r * k + class + c].mul_add(x[r * d + i].value(), sum);
+            }
+            weight_grad[(class + c) * d + i] = sum;
+        }
+    }
 }
 
 #[inline(always)]
