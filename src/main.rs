@@ -44,8 +44,8 @@ struct BenchArgs {
     data: DataArgs,
 
     /// Training runs per path; the table reports the minimum and median.
-    #[arg(long, default_value_t = 3, value_name = "RUNS")]
-    repeat: usize,
+    #[arg(long, default_value_t = 3, value_name = "RUNS", value_parser = clap::value_parser!(u32).range(1..))]
+    repeat: u32,
 
     /// Train exactly this many epochs instead of stopping early.
     #[arg(long, value_name = "EPOCHS")]
@@ -155,6 +155,15 @@ struct EvaluateArgs {
     /// Which split to evaluate: train, validation or test.
     #[arg(long, default_value = "test", value_parser = parse_split)]
     split: Split,
+
+    /// Count only rows in complete minibatches of --batch-size, as
+    /// `train --drop-last` does, to reproduce the error it reported.
+    #[arg(long)]
+    drop_last: bool,
+
+    /// Minibatch size for --drop-last.
+    #[arg(long, default_value_t = 600, value_name = "ROWS", value_parser = clap::value_parser!(u32).range(1..))]
+    batch_size: u32,
 }
 
 #[derive(Args, Debug)]
@@ -167,8 +176,8 @@ struct PredictArgs {
     model: PathBuf,
 
     /// How many rows to predict, from the first.
-    #[arg(long, default_value_t = 20, value_name = "ROWS")]
-    count: usize,
+    #[arg(long, default_value_t = 20, value_name = "ROWS", value_parser = clap::value_parser!(u32).range(1..))]
+    count: u32,
 
     /// Which split to read rows from: train, validation or test.
     #[arg(long, default_value = "test", value_parser = parse_split)]
@@ -182,6 +191,16 @@ fn parse_split(text: &str) -> std::result::Result<Split, String> {
         "test" => Ok(Split::Test),
         other => Err(format!("unknown split `{other}`; expected train, validation or test")),
     }
+}
+
+/// Prints a line to stdout and ignores write errors, so that a closed pipe
+/// (`wgpu-learn train | head`) or a full disk neither panics nor stops a
+/// training run before its model is saved.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
 }
 
 fn main() {
@@ -208,7 +227,7 @@ fn run_default() -> Result<()> {
         unreachable!("`train` parses to the train subcommand");
     };
     let output = train(&args)?;
-    println!();
+    say!();
     predict(&PredictArgs {
         data: args.data.clone(),
         model: output,
@@ -242,8 +261,19 @@ fn train(args: &TrainArgs) -> Result<PathBuf> {
     };
     check_output_directory(&args.output)?;
 
+    if args.adapter.is_some() && args.backend == BackendChoice::Cpu {
+        eprintln!("note: --adapter is ignored with --backend cpu");
+    }
     let splits = load_splits(&args.data)?;
-    println!(
+    let quiet = args.quiet;
+    macro_rules! detail {
+        ($($arg:tt)*) => {{
+            if !quiet {
+                say!($($arg)*);
+            }
+        }};
+    }
+    detail!(
         "data: {} train, {} validation, {} test rows of {} features, {} classes",
         splits.train.len(),
         splits.validation.len(),
@@ -252,7 +282,7 @@ fn train(args: &TrainArgs) -> Result<PathBuf> {
         splits.n_classes()
     );
     let opened = open_backend(args.backend, args.adapter.as_deref(), &splits, args.batch_size)?;
-    println!("backend: {} ({})", opened.backend.description(), opened.reason);
+    detail!("backend: {} ({})", opened.backend.description(), opened.reason);
     let mut backend = opened.backend;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -264,24 +294,24 @@ fn train(args: &TrainArgs) -> Result<PathBuf> {
 
     let report = &trained.report;
     if report.interrupted {
-        println!("interrupted: saving the best model so far");
+        say!("interrupted: saving the best model so far");
     }
     save_model(&trained.model, &args.output)?;
-    println!(
+    say!(
         "Optimization complete with best validation score of {:.6} %, with test performance {}",
         report.best_validation_error * 100.0,
         report
             .test_error
             .map_or("n/a (empty test set)".to_string(), |e| format!("{:.6} %", e * 100.0))
     );
-    println!(
+    say!(
         "The code ran for {} epochs ({} iterations), with {:.6} epochs/sec, in {:.3} s of training",
         report.epochs,
         report.iterations,
         report.epochs_per_second(),
         report.seconds
     );
-    println!("best model saved to {}", args.output.display());
+    say!("best model saved to {}", args.output.display());
     if report.interrupted {
         std::process::exit(130);
     }
@@ -291,12 +321,17 @@ fn train(args: &TrainArgs) -> Result<PathBuf> {
 fn evaluate(args: &EvaluateArgs) -> Result<()> {
     let model = load_model(&args.model)?;
     let splits = load_splits(&args.data)?;
-    let data = splits.get(args.split);
+    let mut data = splits.get(args.split).clone();
+    if args.drop_last {
+        let batch_size = args.batch_size as usize;
+        data = data.slice_rows(0..data.len() / batch_size * batch_size);
+    }
+    let data = &data;
     let error = model
         .error_rate(data)
         .with_context(|| format!("cannot evaluate `{}` on the {} split", args.model.display(), args.split))?;
     let errors = (error * data.len() as f64).round() as u64;
-    println!(
+    say!(
         "{} error {:.6} % ({errors} of {} rows misclassified)",
         args.split,
         error * 100.0,
@@ -312,26 +347,26 @@ fn predict(args: &PredictArgs) -> Result<()> {
     model
         .check_dataset(data)
         .with_context(|| format!("cannot use `{}` on this data", args.model.display()))?;
-    let count = args.count.min(data.len());
+    let count = (args.count as usize).min(data.len());
     let rows = data.slice_rows(0..count);
     let predicted = model.predict(rows.features_view())?;
     let join = |values: &[u32]| values.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
-    println!("Predicted values for the first {count} {} rows:", args.split);
-    println!("predicted: {}", join(&predicted));
-    println!("labels:    {}", join(rows.labels()));
+    say!("Predicted values for the first {count} {} rows:", args.split);
+    say!("predicted: {}", join(&predicted));
+    say!("labels:    {}", join(rows.labels()));
     let correct = predicted.iter().zip(rows.labels()).filter(|(p, l)| p == l).count();
-    println!("{correct} of {count} correct");
+    say!("{correct} of {count} correct");
     Ok(())
 }
 
 fn devices() -> Result<()> {
     let adapters = wgpu_learn::gpu::list_adapters();
     if adapters.is_empty() {
-        println!("no GPU adapters found; install a Vulkan, Metal or DX12 driver, or Mesa's lavapipe (`apt-get install mesa-vulkan-drivers`)");
+        say!("no GPU adapters found; install a Vulkan, Metal or DX12 driver, or Mesa's lavapipe (`apt-get install mesa-vulkan-drivers`)");
     }
     for adapter in adapters {
-        println!("{adapter}");
-        println!(
+        say!("{adapter}");
+        say!(
             "    max storage binding {} MiB, max buffer {} MiB, max workgroups per dimension {}, max invocations per workgroup {}",
             adapter.max_storage_buffer_binding_size >> 20,
             adapter.max_buffer_size >> 20,
@@ -378,32 +413,32 @@ fn bench(args: &BenchArgs) -> Result<()> {
         Some(epochs) => format!("{epochs} epochs"),
         None => "early stopping".to_string(),
     };
-    println!(
+    say!(
         "protocol: {protocol}, batch size {}, learning rate {}, drop last {}, {} runs per path",
         config.batch_size, config.learning_rate, config.drop_last, args.repeat
     );
-    let rows = run_protocol(&splits, &config, &paths, args.repeat)?;
-    print!("{}", format_table(&rows));
+    let rows = run_protocol(&splits, &config, &paths, args.repeat as usize)?;
+    say!("{}", format_table(&rows).trim_end());
     if let Some(path) = &args.json {
         std::fs::write(path, to_json(&rows)).with_context(|| format!("cannot write `{}`", path.display()))?;
     }
 
     if args.scaling {
         let scaling_config = TrainConfig::default().with_max_epochs(2).with_patience(usize::MAX);
-        println!("\ntime per epoch against training-set size (batch size 600, 2 epochs, minimum of {} runs)", args.repeat);
-        println!("{:<5} {:>8} {:>10}", "path", "rows", "ms/epoch");
+        say!("\ntime per epoch against training-set size (batch size 600, 2 epochs, minimum of {} runs)", args.repeat);
+        say!("{:<5} {:>8} {:>10}", "path", "rows", "ms/epoch");
         for rows in [10_000usize, 25_000, 50_000, 500_000] {
             let sized = resize_training_set(&splits, rows)?;
-            for row in run_protocol(&sized, &scaling_config, &paths, args.repeat)? {
-                println!("{:<5} {:>8} {:>10.2}", row.path, rows, row.ms_per_epoch());
+            for row in run_protocol(&sized, &scaling_config, &paths, args.repeat as usize)? {
+                say!("{:<5} {:>8} {:>10.2}", row.path, rows, row.ms_per_epoch());
             }
         }
-        println!("\ntime per epoch against batch size (50000 rows, 2 epochs, minimum of {} runs)", args.repeat);
-        println!("{:<5} {:>8} {:>10}", "path", "batch", "ms/epoch");
+        say!("\ntime per epoch against batch size (50000 rows, 2 epochs, minimum of {} runs)", args.repeat);
+        say!("{:<5} {:>8} {:>10}", "path", "batch", "ms/epoch");
         for batch_size in [20usize, 100, 600, 6000] {
             let config = scaling_config.clone().with_batch_size(batch_size);
-            for row in run_protocol(&splits, &config, &paths, args.repeat)? {
-                println!("{:<5} {:>8} {:>10.2}", row.path, batch_size, row.ms_per_epoch());
+            for row in run_protocol(&splits, &config, &paths, args.repeat as usize)? {
+                say!("{:<5} {:>8} {:>10.2}", row.path, batch_size, row.ms_per_epoch());
             }
         }
     }
@@ -550,8 +585,8 @@ impl Progress {
 
     fn print_line(&self, line: String) {
         match &self.bar {
-            Some(bar) => bar.suspend(|| println!("{line}")),
-            None => println!("{line}"),
+            Some(bar) => bar.suspend(|| say!("{line}")),
+            None => say!("{line}"),
         }
     }
 

@@ -299,3 +299,42 @@ fn missing_data_paths_are_named() {
         assert!(!stderr.contains("panicked"), "{stderr}");
     }
 }
+
+#[test]
+fn closed_stdout_still_saves_model() {
+    // `wgpu-learn train | head -1` closes the pipe early; training must
+    // finish and save its model rather than panic on the next line.
+    let (directory, data) = tiny_dir();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wgpu-learn"))
+        .args(["train", "--data", data.to_str().unwrap(), "--backend", "cpu", "--batch-size", "10", "--max-epochs", "3"])
+        .current_dir(directory.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+
+    let output = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(directory.path().join("best_model.safetensors").is_file());
+}
+
+#[test]
+fn evaluate_drop_last_matches_training_report() {
+    let (directory, data) = tiny_dir();
+    let data = data.to_str().unwrap();
+    let status = wgpu_learn(
+        &["train", "--quiet", "--data", data, "--backend", "cpu", "--batch-size", "7", "--max-epochs", "1"],
+        directory.path(),
+    )
+    .status;
+    assert!(status.success());
+
+    // 30 test rows in batches of 7: 28 rows in complete batches.
+    let output = wgpu_learn(&["evaluate", "--data", data, "--drop-last", "--batch-size", "7"], directory.path());
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.contains("of 28 rows misclassified"), "{stdout}");
+}

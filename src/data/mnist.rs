@@ -56,6 +56,17 @@ pub fn pixel_to_f32(byte: u8) -> f32 {
 /// the test images have another shape than the training images.
 /// [`Error::Idx`] or [`Error::Io`] if a file cannot be read.
 pub fn read_idx_dir(dir: &Path) -> Result<IdxMnist> {
+    if !dir.is_dir() {
+        let reason = if dir.exists() {
+            "it is not a directory; pass the directory that contains the four IDX files"
+        } else {
+            "the directory does not exist"
+        };
+        return Err(Error::Dataset {
+            name: dir.display().to_string(),
+            reason: reason.to_string(),
+        });
+    }
     let train_images_path = find_file(dir, TRAIN_IMAGES)?;
     let train_labels_path = find_file(dir, TRAIN_LABELS)?;
     let test_images_path = find_file(dir, TEST_IMAGES)?;
@@ -112,13 +123,19 @@ pub fn read_idx_dir(dir: &Path) -> Result<IdxMnist> {
 pub fn load_idx_dir(dir: &Path, validation_size: Option<usize>) -> Result<Splits> {
     let raw = read_idx_dir(dir)?;
     let rows = raw.train_images.count;
+    if rows == 0 {
+        return Err(Error::Dataset {
+            name: dir.display().to_string(),
+            reason: format!("the training file {TRAIN_IMAGES} has no rows"),
+        });
+    }
     let validation_rows = validation_size.unwrap_or(rows / 6);
     if validation_rows >= rows {
         return Err(Error::InvalidConfig {
             name: "validation-size",
             value: validation_rows.to_string(),
             expected: format!(
-                "fewer than the {rows} rows of the training file in `{}`, so some remain for training",
+                "expected fewer than the {rows} rows of the training file in `{}`, so that some rows remain for training",
                 dir.display()
             ),
         });

@@ -47,6 +47,19 @@ pub(crate) fn write_atomically(
         .tempfile_in(directory)
         .map_err(|source| Error::io("creating a temporary file in", directory, source))?;
     write(temporary.as_file_mut()).map_err(|source| Error::io("writing", path, source))?;
+    // The temporary file is created private (0600); give the result the
+    // permissions of the file it replaces, or the usual 0644.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let permissions = std::fs::metadata(path)
+            .map(|metadata| metadata.permissions())
+            .unwrap_or_else(|_| std::fs::Permissions::from_mode(0o644));
+        temporary
+            .as_file()
+            .set_permissions(permissions)
+            .map_err(|source| Error::io("setting permissions of", path, source))?;
+    }
     temporary
         .as_file()
         .sync_all()
@@ -96,6 +109,16 @@ fn encode(model: &LogisticRegression) -> Result<Vec<u8>> {
 /// a safetensors file, was written by something else, or its tensors disagree
 /// with its metadata.
 pub fn load_model(path: &Path) -> Result<LogisticRegression> {
+    if !path.is_file() {
+        return Err(Error::ModelFile {
+            path: path.to_path_buf(),
+            reason: if path.exists() {
+                "it is not a file".to_string()
+            } else {
+                "the file does not exist; train a model first with `wgpu-learn train`, or pass --model FILE".to_string()
+            },
+        });
+    }
     let bytes = std::fs::read(path).map_err(|source| Error::io("reading model file", path, source))?;
     decode(&bytes).map_err(|reason| Error::ModelFile {
         path: path.to_path_buf(),
@@ -187,6 +210,12 @@ mod tests {
         model.bias[1] = -0.25;
         save_model(&model, &path).unwrap();
         assert_eq!(load_model(&path).unwrap(), model);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o644, "a new model file is readable by others, like files cp creates");
+        }
     }
 
     #[test]
