@@ -259,3 +259,94 @@ fn name_filter_without_match_lists_adapters() {
     assert!(message.contains("`no adapter has this name`"), "{message}");
     assert!(message.contains("apt-get install mesa-vulkan-drivers"), "{message}");
 }
+
+/// Forwards to a [`GpuBackend`] and records how its counters change in each call.
+struct CountingBackend {
+    gpu: GpuBackend,
+    train_calls: Vec<(usize, wgpu_learn::gpu::GpuCounters)>,
+    evaluate_calls: Vec<wgpu_learn::gpu::GpuCounters>,
+}
+
+fn difference(before: wgpu_learn::gpu::GpuCounters, after: wgpu_learn::gpu::GpuCounters) -> wgpu_learn::gpu::GpuCounters {
+    wgpu_learn::gpu::GpuCounters {
+        submissions: after.submissions - before.submissions,
+        read_backs: after.read_backs - before.read_backs,
+        uploads: after.uploads - before.uploads,
+    }
+}
+
+impl Backend for CountingBackend {
+    fn description(&self) -> String {
+        self.gpu.description()
+    }
+
+    fn train_steps(&mut self, batches: &[Batch], learning_rate: f32) -> wgpu_learn::Result<()> {
+        let before = self.gpu.counters();
+        self.gpu.train_steps(batches, learning_rate)?;
+        self.train_calls.push((batches.len(), difference(before, self.gpu.counters())));
+        Ok(())
+    }
+
+    fn evaluate(&mut self, split: Split, batches: &[Batch]) -> wgpu_learn::Result<wgpu_learn::Evaluation> {
+        let before = self.gpu.counters();
+        let evaluation = self.gpu.evaluate(split, batches)?;
+        self.evaluate_calls.push(difference(before, self.gpu.counters()));
+        Ok(evaluation)
+    }
+
+    fn keep_best(&mut self) -> wgpu_learn::Result<()> {
+        let before = self.gpu.counters();
+        self.gpu.keep_best()?;
+        assert_eq!(difference(before, self.gpu.counters()).read_backs, 0, "keep_best reads nothing back");
+        Ok(())
+    }
+
+    fn best_model(&mut self) -> wgpu_learn::Result<LogisticRegression> {
+        self.gpu.best_model()
+    }
+
+    fn current_model(&mut self) -> wgpu_learn::Result<LogisticRegression> {
+        self.gpu.current_model()
+    }
+}
+
+#[test]
+fn training_epoch_is_one_submission() {
+    let splits = splits();
+    let Some(gpu) = gpu(&splits, GpuOptions::default()) else { return };
+    let mut counting = CountingBackend {
+        gpu,
+        train_calls: Vec::new(),
+        evaluate_calls: Vec::new(),
+    };
+    let config = wgpu_learn::TrainConfig::default().with_batch_size(BATCH).with_max_epochs(4);
+    let batches_per_epoch = splits.train.len().div_ceil(BATCH);
+    let mut tested = 0;
+    let trained = wgpu_learn::Trainer::new(config)
+        .unwrap()
+        .fit(&splits, &mut counting, |event| {
+            if matches!(event, wgpu_learn::TrainEvent::TestedBest { .. }) {
+                tested += 1;
+            }
+        })
+        .unwrap();
+    assert_eq!(trained.report.epochs, 4);
+
+    // Each epoch: one call with every step, one submission, one upload of
+    // the step parameters, nothing read back.
+    assert_eq!(counting.train_calls.len(), 4);
+    for (steps, counters) in &counting.train_calls {
+        assert_eq!(*steps, batches_per_epoch);
+        assert_eq!(counters.submissions, 1);
+        assert_eq!(counters.read_backs, 0);
+        assert_eq!(counters.uploads, 1);
+    }
+    // Validations (4), test evaluations of new best models, and the final
+    // divergence check: one submission and one read-back each.
+    assert_eq!(counting.evaluate_calls.len(), 4 + tested + 1);
+    for counters in &counting.evaluate_calls {
+        assert_eq!(counters.submissions, 1);
+        assert_eq!(counters.read_backs, 1);
+    }
+    assert!(tested >= 1, "the first validation always improves");
+}
