@@ -125,7 +125,7 @@ struct TrainArgs {
     #[arg(long)]
     drop_last: bool,
 
-    /// Where to train: auto (a hardware GPU if found, else the CPU), gpu
+    /// Backend to train on: auto (a hardware GPU if found, else the CPU), gpu
     /// (any GPU adapter, including software ones such as lavapipe) or cpu.
     #[arg(long, default_value = "auto", value_name = "auto|gpu|cpu")]
     backend: BackendChoice,
@@ -134,7 +134,7 @@ struct TrainArgs {
     #[arg(long, value_name = "NAME")]
     adapter: Option<String>,
 
-    /// Where to save the best model.
+    /// Output file for the best model.
     #[arg(long, short, default_value = "best_model.safetensors", value_name = "FILE")]
     output: PathBuf,
 
@@ -152,7 +152,7 @@ struct EvaluateArgs {
     #[arg(long, default_value = "best_model.safetensors", value_name = "FILE")]
     model: PathBuf,
 
-    /// Which split to evaluate: train, validation or test.
+    /// Split to evaluate: train, validation or test.
     #[arg(long, default_value = "test", value_parser = parse_split)]
     split: Split,
 
@@ -179,7 +179,7 @@ struct PredictArgs {
     #[arg(long, default_value_t = 20, value_name = "ROWS", value_parser = clap::value_parser!(u32).range(1..))]
     count: u32,
 
-    /// Which split to read rows from: train, validation or test.
+    /// Split to read rows from: train, validation or test.
     #[arg(long, default_value = "test", value_parser = parse_split)]
     split: Split,
 }
