@@ -264,3 +264,28 @@ fn cpu_training_separates_toy_classes() {
     assert_eq!(trained.model.error_rate(&data.test).unwrap(), 0.0);
     assert!(trained.model.weights[[0, 0]] > 0.0 && trained.model.weights[[0, 1]] < 0.0);
 }
+
+#[test]
+fn one_row_training_set_trains() {
+    let data = splits(1, 1, 1);
+    let config = TrainConfig::default().with_max_epochs(3);
+    let mut backend = CpuBackend::new(&data);
+    let trained = Trainer::new(config).unwrap().fit(&data, &mut backend, |_| {}).unwrap();
+    assert_eq!(trained.report.epochs, 3);
+    assert_eq!(trained.report.iterations, 3);
+    assert_eq!(trained.report.best_validation_error, 0.0);
+}
+
+#[test]
+fn model_rejects_label_beyond_its_classes() {
+    // Data with labels 0..=10 has 11 classes; a 10-class model must say so
+    // rather than count label 10 as an ordinary error.
+    let features = vec![0.5f32; 11];
+    let labels: Vec<u32> = (0..11).collect();
+    let data = Dataset::new("labels to 10", features, labels, vec![1], 11).unwrap();
+    let model = LogisticRegression::zeros(vec![1], 10);
+    let error = model.error_rate(&data).unwrap_err();
+    assert!(error.to_string().contains("labels up to 10 but the model has 10 classes"), "{error}");
+    // Positive control: an 11-class model accepts the data.
+    assert!(LogisticRegression::zeros(vec![1], 11).error_rate(&data).is_ok());
+}
