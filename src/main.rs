@@ -321,12 +321,15 @@ fn train(args: &TrainArgs) -> Result<PathBuf> {
 fn evaluate(args: &EvaluateArgs) -> Result<()> {
     let model = load_model(&args.model)?;
     let splits = load_splits(&args.data)?;
-    let mut data = splits.get(args.split).clone();
-    if args.drop_last {
+    let full = splits.get(args.split);
+    let complete_batches;
+    let data = if args.drop_last {
         let batch_size = args.batch_size as usize;
-        data = data.slice_rows(0..data.len() / batch_size * batch_size);
-    }
-    let data = &data;
+        complete_batches = full.slice_rows(0..full.len() / batch_size * batch_size);
+        &complete_batches
+    } else {
+        full
+    };
     let error = model
         .error_rate(data)
         .with_context(|| format!("cannot evaluate `{}` on the {} split", args.model.display(), args.split))?;

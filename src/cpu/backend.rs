@@ -1,6 +1,6 @@
 //! [`Backend`] on the CPU.
 
-use super::fused::{self, FusedParams};
+use super::fused::{self, FusedParams, StepScratch};
 use crate::data::bytes::SplitBytes;
 use crate::backend::{Backend, Batch, Evaluation};
 use crate::data::{Split, Splits};
@@ -18,6 +18,7 @@ pub struct CpuBackend<'a> {
     splits: &'a Splits,
     bytes: Option<SplitBytes>,
     params: FusedParams,
+    scratch: StepScratch,
     best: Option<FusedParams>,
     steps_done: u64,
     first_non_finite_step: Option<u64>,
@@ -30,6 +31,7 @@ impl<'a> CpuBackend<'a> {
             splits,
             bytes: SplitBytes::convert(splits),
             params: FusedParams::zeros(splits.n_features(), splits.n_classes()),
+            scratch: StepScratch::default(),
             best: None,
             steps_done: 0,
             first_non_finite_step: None,
@@ -60,8 +62,14 @@ impl Backend for CpuBackend<'_> {
             let features = rows.start * d..rows.end * d;
             let labels = &train.labels()[rows];
             let loss = match &self.bytes {
-                Some(bytes) => fused::sgd_step(&mut self.params, &bytes.get(Split::Train)[features], labels, learning_rate),
-                None => fused::sgd_step(&mut self.params, &train.features()[features], labels, learning_rate),
+                Some(bytes) => {
+                    let x = &bytes.get(Split::Train)[features];
+                    fused::sgd_step_with(&mut self.scratch, &mut self.params, x, labels, learning_rate)
+                }
+                None => {
+                    let x = &train.features()[features];
+                    fused::sgd_step_with(&mut self.scratch, &mut self.params, x, labels, learning_rate)
+                }
             };
             if self.first_non_finite_step.is_none() && !(loss.is_finite() && self.params.is_finite()) {
                 self.first_non_finite_step = Some(self.steps_done);

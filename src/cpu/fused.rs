@@ -102,45 +102,85 @@ impl FusedParams {
 
 /// Runs one SGD step on `rows` rows of `x` (row-major, `rows x d`) and
 /// returns the mean loss (NaN or infinite if a row's loss is not finite).
+///
+/// Allocates its buffers for this one step; [`sgd_step_with`] reuses them.
 pub fn sgd_step<T: Element>(params: &mut FusedParams, x: &[T], labels: &[u32], learning_rate: f32) -> f32 {
+    sgd_step_with(&mut StepScratch::default(), params, x, labels, learning_rate)
+}
+
+/// Buffers that [`sgd_step_with`] keeps from one step to the next, so that a
+/// training loop does not allocate per minibatch.
+#[derive(Debug, Default)]
+pub struct StepScratch {
+    blocks: Vec<BlockScratch>,
+    weight_grad: Vec<f32>,
+    bias_grad: Vec<f32>,
+}
+
+/// One rayon task's logits gradient and share of the parameter gradients.
+#[derive(Debug, Default)]
+struct BlockScratch {
+    grad: Vec<f32>,
+    weight_grad: Vec<f32>,
+    bias_grad: Vec<f32>,
+    loss: f64,
+}
+
+/// Runs [`sgd_step`] with buffers kept in `scratch`; the result is the same.
+pub fn sgd_step_with<T: Element>(
+    scratch: &mut StepScratch,
+    params: &mut FusedParams,
+    x: &[T],
+    labels: &[u32],
+    learning_rate: f32,
+) -> f32 {
     let (d, k) = (params.d, params.k);
     let rows = labels.len();
     assert_eq!(x.len(), rows * d, "x must hold rows x d values");
     let scale = 1.0 / rows as f32;
+    scratch.blocks.resize_with(rows.div_ceil(BLOCK_ROWS), BlockScratch::default);
+    let blocks = &mut scratch.blocks[..rows.div_ceil(BLOCK_ROWS)];
 
     // Each block: logits, softmax gradient, then its share of the gradients.
-    let blocks: Vec<(Vec<f32>, Vec<f32>, f64)> = x
-        .par_chunks(BLOCK_ROWS * d)
+    let params_view = &*params;
+    blocks
+        .par_iter_mut()
+        .zip(x.par_chunks(BLOCK_ROWS * d))
         .zip(labels.par_chunks(BLOCK_ROWS))
-        .map(|(x_block, label_block)| {
-            let n = label_block.len();
-            let mut grad = vec![0.0f32; n * k];
-            logits(params, x_block, &mut grad);
-            let mut loss = 0.0f64;
-            for (row, &label) in grad.chunks_exact_mut(k).zip(label_block) {
-                loss += softmax_nll_grad(row, label as usize, scale) as f64;
+        .for_each(|((block, x_block), label_block)| {
+            block.grad.resize(label_block.len() * k, 0.0);
+            logits(params_view, x_block, &mut block.grad);
+            block.loss = 0.0;
+            for (row, &label) in block.grad.chunks_exact_mut(k).zip(label_block) {
+                block.loss += softmax_nll_grad(row, label as usize, scale) as f64;
             }
-            let mut weight_grad = vec![0.0f32; k * d];
-            let mut bias_grad = vec![0.0f32; k];
-            accumulate_gradient(x_block, &grad, d, k, &mut weight_grad, &mut bias_grad);
-            (weight_grad, bias_grad, loss)
-        })
-        .collect();
+            zero(&mut block.weight_grad, k * d);
+            zero(&mut block.bias_grad, k);
+            accumulate_gradient(x_block, &block.grad, d, k, &mut block.weight_grad, &mut block.bias_grad);
+        });
 
     // Add the block gradients in block order and apply the update.
-    let (mut weight_grad, mut bias_grad, mut loss) = (vec![0.0f32; k * d], vec![0.0f32; k], 0.0f64);
-    for (block_weight, block_bias, block_loss) in &blocks {
-        add_into(&mut weight_grad, block_weight);
-        add_into(&mut bias_grad, block_bias);
-        loss += block_loss;
+    zero(&mut scratch.weight_grad, k * d);
+    zero(&mut scratch.bias_grad, k);
+    let mut loss = 0.0f64;
+    for block in blocks.iter() {
+        add_into(&mut scratch.weight_grad, &block.weight_grad);
+        add_into(&mut scratch.bias_grad, &block.bias_grad);
+        loss += block.loss;
     }
-    for (w, g) in params.wt.iter_mut().zip(&weight_grad) {
+    for (w, g) in params.wt.iter_mut().zip(&scratch.weight_grad) {
         *w -= learning_rate * g;
     }
-    for (b, g) in params.bias.iter_mut().zip(&bias_grad) {
+    for (b, g) in params.bias.iter_mut().zip(&scratch.bias_grad) {
         *b -= learning_rate * g;
     }
     (loss / rows as f64) as f32
+}
+
+/// Sets `buffer` to `len` zeros, reusing its allocation.
+fn zero(buffer: &mut Vec<f32>, len: usize) {
+    buffer.clear();
+    buffer.resize(len, 0.0);
 }
 
 /// Counts the rows of `x` whose argmax (first maximum on ties, NaN never
@@ -241,7 +281,7 @@ unsafe fn logits_tile_avx2<T: Element, const R: usize, const C: usize>(
     for r in 0..R {
         for c in 0..C {
             let mut lanes = [0.0f32; LANES];
-            // SAFETY: `lanes` holds LANES floats.
+            // SAFETY: `lanes` has room for LANES floats.
             unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), acc[r][c]) };
             for i in full..d {
                 lanes[i - full] = x_rows[r][i].value().mul_add(w_rows[c][i], lanes[i - full]);
@@ -558,6 +598,23 @@ mod tests {
             for c in 0..k {
                 assert!((params.bias[c] - bias[c]).abs() <= 1e-5, "{rows}x{d}x{k}: b[{c}]");
             }
+        }
+    }
+
+    #[test]
+    fn reused_scratch_matches_fresh_buffers() {
+        let (d, k) = (37, 4);
+        let x = pseudo_random(600 * d, 10);
+        let labels: Vec<u32> = (0..600u32).map(|r| r % k as u32).collect();
+        let mut fresh = FusedParams::zeros(d, k);
+        let mut reused = FusedParams::zeros(d, k);
+        let mut scratch = StepScratch::default();
+        // Batch sizes that grow and shrink the block list between steps.
+        for rows in [600, 130, 1, 600] {
+            let loss_fresh = sgd_step(&mut fresh, &x[..rows * d], &labels[..rows], 0.3);
+            let loss_reused = sgd_step_with(&mut scratch, &mut reused, &x[..rows * d], &labels[..rows], 0.3);
+            assert_eq!(loss_fresh.to_bits(), loss_reused.to_bits(), "{rows} rows");
+            assert_eq!(fresh, reused, "{rows} rows");
         }
     }
 
