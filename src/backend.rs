@@ -61,7 +61,7 @@ impl Evaluation {
 /// and only wait for them in `evaluate`, so errors from a step can surface
 /// there.
 pub trait Backend {
-    /// One line naming the path and device, for example `cpu (rayon, 2 threads)`.
+    /// Returns one line naming the path and device, for example `cpu (rayon, 2 threads)`.
     fn description(&self) -> String;
 
     /// Runs one SGD step per batch of the training split, in order. Each

@@ -35,7 +35,7 @@ pub enum Error {
         reason: String,
     },
 
-    /// A pickle file is malformed or holds something other than numpy arrays.
+    /// A pickle file is malformed or contains something other than numpy arrays.
     #[error("invalid pickle file `{path}`: {reason}")]
     Pickle {
         /// The file being read.

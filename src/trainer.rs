@@ -1,11 +1,11 @@
 //! Minibatch SGD with patience-based early stopping.
 //!
-//! The loop follows the classic Theano logistic-regression tutorial: after
+//! The loop follows the classic Theano logistic-regression tutorial. After
 //! each minibatch step the iteration counter `iter` (0-based, counted over
-//! all epochs) advances; every `validation_interval` iterations the
-//! validation error is measured; an error below `best * improvement_threshold`
-//! extends patience to `iter * patience_increase`; any improvement records the
-//! test error of the new best model; training stops as soon as
+//! all epochs) advances. Every `validation_interval` iterations the
+//! validation error is measured. An error below `best * improvement_threshold`
+//! extends patience to `iter * patience_increase`, and any improvement records
+//! the test error of the new best model. Training stops as soon as
 //! `patience <= iter`, or after `max_epochs`.
 
 use crate::backend::{Backend, Batch, Evaluation};
@@ -142,7 +142,7 @@ impl Trainer {
         self
     }
 
-    /// The configuration in use.
+    /// Returns the configuration in use.
     pub fn config(&self) -> &TrainConfig {
         &self.config
     }

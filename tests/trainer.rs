@@ -262,7 +262,8 @@ fn cpu_training_separates_toy_classes() {
     let trained = Trainer::new(config).unwrap().fit(&data, &mut backend, |_| {}).unwrap();
     assert_eq!(trained.report.best_validation_error, 0.0);
     assert_eq!(trained.model.error_rate(&data.test).unwrap(), 0.0);
-    assert!(trained.model.weights[[0, 0]] > 0.0 && trained.model.weights[[0, 1]] < 0.0);
+    assert!(trained.model.weights[[0, 0]] > 0.0, "feature 0 votes for class 0");
+    assert!(trained.model.weights[[0, 1]] < 0.0, "feature 0 votes against class 1");
 }
 
 #[test]
@@ -278,8 +279,8 @@ fn one_row_training_set_trains() {
 
 #[test]
 fn model_rejects_label_beyond_its_classes() {
-    // Data with labels 0..=10 has 11 classes; a 10-class model must say so
-    // rather than count label 10 as an ordinary error.
+    // Data with labels 0..=10 has 11 classes. A 10-class model must reject
+    // it rather than count label 10 as an ordinary error.
     let features = vec![0.5f32; 11];
     let labels: Vec<u32> = (0..11).collect();
     let data = Dataset::new("labels to 10", features, labels, vec![1], 11).unwrap();

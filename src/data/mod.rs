@@ -91,7 +91,7 @@ impl Dataset {
         self.labels.len()
     }
 
-    /// Whether the dataset has no rows.
+    /// Returns whether the dataset has no rows.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
@@ -239,7 +239,7 @@ impl Splits {
         })
     }
 
-    /// The dataset of `split`.
+    /// Returns the dataset of `split`.
     pub fn get(&self, split: Split) -> &Dataset {
         match split {
             Split::Train => &self.train,

@@ -29,7 +29,7 @@ pub struct LogisticRegression {
 }
 
 impl LogisticRegression {
-    /// A model with all weights and biases zero, as training starts.
+    /// Creates a model with all weights and biases zero, as training starts.
     ///
     /// # Panics
     /// If the shape's product or `classes` is zero.
