@@ -25,7 +25,11 @@ use wgpu_learn::{Backend, Batch, Split, Splits};
 const BATCH: usize = 600;
 
 fn mnist() -> Splits {
-    load_idx_dir(&Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist"), None).expect("data/mnist is shipped")
+    load_idx_dir(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist"),
+        None,
+    )
+    .expect("data/mnist is shipped")
 }
 
 /// Floating-point operations of one training step on `rows` rows: the forward
@@ -49,7 +53,10 @@ fn step(c: &mut Criterion) {
 
     match GpuBackend::new(&splits, GpuOptions::default().with_batch_size(BATCH)) {
         Ok(mut gpu) => {
-            let batch = [Batch { start: 0, len: BATCH }];
+            let batch = [Batch {
+                start: 0,
+                len: BATCH,
+            }];
             group.bench_function(BenchmarkId::new("gpu", gpu.description()), |b| {
                 b.iter(|| {
                     gpu.train_steps(&batch, 0.13).unwrap();
@@ -57,7 +64,12 @@ fn step(c: &mut Criterion) {
                 })
             });
             // 83 steps in one submission, as in a training epoch.
-            let epoch: Vec<Batch> = (0..83).map(|i| Batch { start: i * BATCH, len: BATCH }).collect();
+            let epoch: Vec<Batch> = (0..83)
+                .map(|i| Batch {
+                    start: i * BATCH,
+                    len: BATCH,
+                })
+                .collect();
             group.throughput(Throughput::Elements(83 * step_flops(BATCH, d, k)));
             group.bench_function(BenchmarkId::new("gpu_83_steps", gpu.description()), |b| {
                 b.iter(|| {
@@ -80,11 +92,20 @@ fn evaluate(c: &mut Criterion) {
 
     let params = FusedParams::zeros(d, k);
     group.bench_function(BenchmarkId::new("cpu", "fused"), |b| {
-        b.iter(|| black_box(fused::count_errors(&params, splits.validation.features(), splits.validation.labels())))
+        b.iter(|| {
+            black_box(fused::count_errors(
+                &params,
+                splits.validation.features(),
+                splits.validation.labels(),
+            ))
+        })
     });
     match GpuBackend::new(&splits, GpuOptions::default().with_batch_size(BATCH)) {
         Ok(mut gpu) => {
-            let all = [Batch { start: 0, len: rows }];
+            let all = [Batch {
+                start: 0,
+                len: rows,
+            }];
             group.bench_function(BenchmarkId::new("gpu", gpu.description()), |b| {
                 b.iter(|| black_box(gpu.evaluate(Split::Validation, &all).unwrap()))
             });
@@ -104,15 +125,23 @@ fn reference_ops(c: &mut Criterion) {
     let mut group = c.benchmark_group("reference_ops");
 
     group.throughput(Throughput::Elements((2 * BATCH * d * k) as u64));
-    group.bench_function("logits", |b| b.iter(|| black_box(ops::logits(x, weights.view(), bias.view()))));
+    group.bench_function("logits", |b| {
+        b.iter(|| black_box(ops::logits(x, weights.view(), bias.view())))
+    });
     let logits = ops::logits(x, weights.view(), bias.view());
-    group.bench_function("weight_grad", |b| b.iter(|| black_box(ops::weight_grad(x, logits.view()))));
+    group.bench_function("weight_grad", |b| {
+        b.iter(|| black_box(ops::weight_grad(x, logits.view())))
+    });
 
     group.throughput(Throughput::Elements((BATCH * k) as u64));
     group.bench_function("softmax_nll_grad", |b| {
         b.iter(|| {
             let mut scratch = logits.clone();
-            black_box(ops::softmax_nll_grad_in_place(scratch.view_mut(), labels, 1.0 / BATCH as f32))
+            black_box(ops::softmax_nll_grad_in_place(
+                scratch.view_mut(),
+                labels,
+                1.0 / BATCH as f32,
+            ))
         })
     });
 

@@ -40,7 +40,12 @@ fn main() -> wgpu_learn::Result<()> {
     let mut curve = Vec::new();
     let mut backend = CpuBackend::new(&splits);
     let trained = trainer.fit(&splits, &mut backend, |event| {
-        if let TrainEvent::Validated { epoch, validation_error, .. } = event {
+        if let TrainEvent::Validated {
+            epoch,
+            validation_error,
+            ..
+        } = event
+        {
             curve.push((*epoch, *validation_error));
         }
     })?;
@@ -52,7 +57,10 @@ fn main() -> wgpu_learn::Result<()> {
         trained.report.best_validation_error * 100.0,
         trained.report.epochs
     );
-    println!("test error {:.2} %", trained.report.test_error.unwrap_or(f64::NAN) * 100.0);
+    println!(
+        "test error {:.2} %",
+        trained.report.test_error.unwrap_or(f64::NAN) * 100.0
+    );
 
     let points = ndarray::array![[-2.0f32, 0.1], [2.1, -0.2], [0.0, 2.4]];
     let predicted = trained.model.predict(points.view())?;

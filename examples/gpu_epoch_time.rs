@@ -26,8 +26,12 @@ fn random_dataset(name: &str, rows: usize, seed: u64) -> Dataset {
         state ^= state << 17;
         state
     };
-    let features = (0..rows * FEATURES).map(|_| (next() >> 56) as f32 / 256.0).collect();
-    let labels = (0..rows).map(|_| (next() % CLASSES as u64) as u32).collect();
+    let features = (0..rows * FEATURES)
+        .map(|_| (next() >> 56) as f32 / 256.0)
+        .collect();
+    let labels = (0..rows)
+        .map(|_| (next() % CLASSES as u64) as u32)
+        .collect();
     Dataset::new(name, features, labels, vec![28, 28], CLASSES).expect("random data is valid")
 }
 
@@ -45,13 +49,21 @@ fn main() -> wgpu_learn::Result<()> {
         Some("u8") => FeatureStorage::U8,
         Some(other) => panic!("invalid feature storage `{other}`; use auto, f32 or u8"),
     };
-    let mut options = GpuOptions::default().with_batch_size(600).with_feature_storage(storage);
+    let mut options = GpuOptions::default()
+        .with_batch_size(600)
+        .with_feature_storage(storage);
     if let Some(size) = std::env::args().nth(2) {
-        options = options.with_workgroup_size(size.parse().expect("WORKGROUP_SIZE must be a positive integer"));
+        options = options.with_workgroup_size(
+            size.parse()
+                .expect("WORKGROUP_SIZE must be a positive integer"),
+        );
     }
     let mut backend = GpuBackend::new(&splits, options)?;
     println!("{}", backend.description());
-    println!("feature memory on the GPU: {} bytes", backend.feature_bytes());
+    println!(
+        "feature memory on the GPU: {} bytes",
+        backend.feature_bytes()
+    );
     println!(
         "setup (device, pipelines, upload of {} training chunks): {:.2} s",
         backend.chunk_rows(Split::Train).len(),

@@ -25,15 +25,30 @@ fn main() -> anyhow::Result<()> {
     let data_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
     let splits = load_idx_dir(&data_dir, None)?;
     let opened = open_backend(choice, None, &splits, config.batch_size)?;
-    println!("training on {} ({})", opened.backend.description(), opened.reason);
+    println!(
+        "training on {} ({})",
+        opened.backend.description(),
+        opened.reason
+    );
     let mut backend = opened.backend;
 
     let trained = trainer.fit(&splits, backend.as_mut(), |event| match event {
-        TrainEvent::Validated { epoch, minibatch, batches, validation_error, .. } => println!(
+        TrainEvent::Validated {
+            epoch,
+            minibatch,
+            batches,
+            validation_error,
+            ..
+        } => println!(
             "epoch {epoch}, minibatch {minibatch}/{batches}, validation error {:.6} %",
             validation_error * 100.0
         ),
-        TrainEvent::TestedBest { epoch, minibatch, batches, test_error } => println!(
+        TrainEvent::TestedBest {
+            epoch,
+            minibatch,
+            batches,
+            test_error,
+        } => println!(
             "     epoch {epoch}, minibatch {minibatch}/{batches}, test error of best model {:.6} %",
             test_error * 100.0
         ),

@@ -1,8 +1,9 @@
 //! The interface that the trainer drives, implemented by the CPU and GPU paths.
 
-use crate::data::Split;
+use crate::data::{Split, Splits};
 use crate::error::Result;
-use crate::model::LogisticRegression;
+use crate::model::{LogisticRegression, Model};
+use crate::optim::{Optimizer, OptimizerState, Penalty};
 
 /// A range of rows of one split: `start..start + len`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,8 +54,99 @@ impl Evaluation {
     }
 }
 
-/// A place to train: holds the three splits and the model parameters, which
-/// start at zero.
+/// What a backend trains: the starting parameters, the update rule, the
+/// penalties and, when resuming, the optimiser state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Setup {
+    /// Model whose parameters training starts from.
+    pub model: Model,
+    /// Update rule.
+    pub optimizer: Optimizer,
+    /// L1 and L2 penalties on the weights.
+    pub penalty: Penalty,
+    /// Optimiser state to continue from; `None` starts from zero state.
+    pub state: Option<OptimizerState>,
+}
+
+impl Setup {
+    /// The classic tutorial's setup: logistic regression with zero weights,
+    /// plain SGD and no penalty.
+    pub fn classic(splits: &Splits) -> Self {
+        Setup::new(
+            LogisticRegression::zeros(splits.train.sample_shape().to_vec(), splits.n_classes())
+                .into(),
+        )
+    }
+
+    /// Plain SGD without penalties, starting from `model`.
+    pub fn new(model: Model) -> Self {
+        Setup {
+            model,
+            optimizer: Optimizer::Sgd,
+            penalty: Penalty::default(),
+            state: None,
+        }
+    }
+
+    /// Sets the update rule.
+    pub fn with_optimizer(mut self, optimizer: Optimizer) -> Self {
+        self.optimizer = optimizer;
+        self
+    }
+
+    /// Sets the L1 and L2 penalties.
+    pub fn with_penalty(mut self, penalty: Penalty) -> Self {
+        self.penalty = penalty;
+        self
+    }
+
+    /// Continues from saved optimiser state.
+    pub fn with_state(mut self, state: OptimizerState) -> Self {
+        self.state = Some(state);
+        self
+    }
+
+    /// Whether this is logistic regression with plain SGD and no penalty,
+    /// which the fused classic kernels train.
+    pub fn is_plain_logistic(&self) -> bool {
+        matches!(self.model, Model::Logistic(_))
+            && self.optimizer == Optimizer::Sgd
+            && self.penalty.is_zero()
+    }
+
+    /// Checks the optimiser and penalty settings, and that the state (if
+    /// any) fits the model and optimiser.
+    ///
+    /// # Errors
+    /// [`crate::Error::InvalidConfig`] or [`crate::Error::Shape`].
+    pub fn validate(&self) -> Result<()> {
+        self.optimizer.validate()?;
+        self.penalty.validate()?;
+        if let Some(state) = &self.state {
+            let slots = self.optimizer.slots();
+            let expected: Vec<usize> = self
+                .model
+                .to_layers()
+                .iter()
+                .flat_map(|layer| [layer.weights.len() * slots, layer.bias.len() * slots])
+                .collect();
+            let found: Vec<usize> = state.tensors.iter().map(Vec::len).collect();
+            if expected != found {
+                return Err(crate::Error::Shape {
+                    reason: format!(
+                        "the optimiser state has tensors of lengths {found:?} but {} with {} needs {expected:?}",
+                        self.model.summary(),
+                        self.optimizer.name()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A place to train: holds the three splits, the model parameters and the
+/// optimiser state.
 ///
 /// The trainer calls [`Backend::train_steps`] with the minibatches between two
 /// validations, then [`Backend::evaluate`]. A GPU backend may queue the steps
@@ -64,9 +156,19 @@ pub trait Backend {
     /// Returns one line naming the path and device, for example `cpu (rayon, 2 threads)`.
     fn description(&self) -> String;
 
-    /// Runs one SGD step per batch of the training split, in order. Each
-    /// step's loss is the mean over its own rows.
+    /// Runs one optimiser step per batch of the training split, in order.
+    /// Each step's loss is the mean over its own rows. Batches index rows of
+    /// the order set by [`Backend::set_train_order`], or the split's own
+    /// order if none was set.
     fn train_steps(&mut self, batches: &[Batch], learning_rate: f32) -> Result<()>;
+
+    /// Sets the order in which training batches read rows: batch row `i`
+    /// is training row `order[i]`. `order` is a permutation of
+    /// `0..training rows`; `None` restores the split's own order.
+    ///
+    /// # Errors
+    /// [`crate::Error::Shape`] if `order` is not such a permutation.
+    fn set_train_order(&mut self, order: Option<&[u32]>) -> Result<()>;
 
     /// Counts misclassified rows of `split` over `batches`.
     fn evaluate(&mut self, split: Split, batches: &[Batch]) -> Result<Evaluation>;
@@ -76,8 +178,38 @@ pub trait Backend {
 
     /// Returns the parameters saved by the last [`Backend::keep_best`], or the
     /// current ones if it was never called.
-    fn best_model(&mut self) -> Result<LogisticRegression>;
+    fn best_model(&mut self) -> Result<Model>;
 
     /// Returns the current parameters.
-    fn current_model(&mut self) -> Result<LogisticRegression>;
+    fn current_model(&mut self) -> Result<Model>;
+
+    /// Returns the current optimiser state, in the model's layout.
+    fn optimizer_state(&mut self) -> Result<OptimizerState>;
+}
+
+/// Checks that `order` is a permutation of `0..rows`.
+///
+/// # Errors
+/// [`crate::Error::Shape`] naming the first problem.
+pub fn check_order(order: &[u32], rows: usize) -> Result<()> {
+    if order.len() != rows {
+        return Err(crate::Error::Shape {
+            reason: format!(
+                "the training order has {} entries but the training set has {rows} rows",
+                order.len()
+            ),
+        });
+    }
+    let mut seen = vec![false; rows];
+    for (position, &row) in order.iter().enumerate() {
+        let row = row as usize;
+        if row >= rows || std::mem::replace(&mut seen[row], true) {
+            return Err(crate::Error::Shape {
+                reason: format!(
+                    "the training order is not a permutation of 0..{rows}: entry {position} is {row}, out of range or repeated"
+                ),
+            });
+        }
+    }
+    Ok(())
 }

@@ -44,7 +44,10 @@ impl BenchRow {
 
     /// Median repetition in seconds (the upper median for an even count).
     pub fn median_seconds(&self) -> f64 {
-        self.seconds.get(self.seconds.len() / 2).copied().unwrap_or(f64::NAN)
+        self.seconds
+            .get(self.seconds.len() / 2)
+            .copied()
+            .unwrap_or(f64::NAN)
     }
 
     /// Milliseconds per epoch of the fastest repetition.
@@ -58,7 +61,12 @@ impl BenchRow {
 ///
 /// # Errors
 /// Any error from opening a backend or training.
-pub fn run_protocol(splits: &Splits, config: &TrainConfig, paths: &[BenchPath], repeat: usize) -> Result<Vec<BenchRow>> {
+pub fn run_protocol(
+    splits: &Splits,
+    config: &TrainConfig,
+    paths: &[BenchPath],
+    repeat: usize,
+) -> Result<Vec<BenchRow>> {
     let trainer = Trainer::new(config.clone())?;
     let mut rows = Vec::new();
     for path in paths {
@@ -66,7 +74,12 @@ pub fn run_protocol(splits: &Splits, config: &TrainConfig, paths: &[BenchPath], 
         let mut last = None;
         let mut device = String::new();
         for _ in 0..repeat.max(1) {
-            let opened = open_backend(path.choice, path.adapter.as_deref(), splits, config.batch_size)?;
+            let opened = open_backend(
+                path.choice,
+                path.adapter.as_deref(),
+                splits,
+                config.batch_size,
+            )?;
             let mut backend = opened.backend;
             device = backend.description();
             let trained = trainer.fit(splits, backend.as_mut(), |_| {})?;
@@ -94,13 +107,27 @@ pub fn run_protocol(splits: &Splits, config: &TrainConfig, paths: &[BenchPath], 
 /// Formats rows as a plain-text table with the speed-up against the first
 /// CPU row.
 pub fn format_table(rows: &[BenchRow]) -> String {
-    let baseline = rows.iter().find(|row| row.path == "cpu").map(BenchRow::min_seconds);
+    let baseline = rows
+        .iter()
+        .find(|row| row.path == "cpu")
+        .map(BenchRow::min_seconds);
     let mut out = format!(
         "{:<5} {:<44} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>10}\n",
-        "path", "device", "epochs", "min s", "median s", "ms/epoch", "epochs/s", "speed-up", "valid err", "test err"
+        "path",
+        "device",
+        "epochs",
+        "min s",
+        "median s",
+        "ms/epoch",
+        "epochs/s",
+        "speed-up",
+        "valid err",
+        "test err"
     );
     for row in rows {
-        let speedup = baseline.map_or("n/a".to_string(), |cpu| format!("{:.2}x", cpu / row.min_seconds()));
+        let speedup = baseline.map_or("n/a".to_string(), |cpu| {
+            format!("{:.2}x", cpu / row.min_seconds())
+        });
         let device: String = row.device.chars().take(44).collect();
         out.push_str(&format!(
             "{:<5} {:<44} {:>6} {:>9.3} {:>9.3} {:>9.2} {:>9.2} {:>8} {:>9.4}% {:>10}\n",
@@ -113,7 +140,8 @@ pub fn format_table(rows: &[BenchRow]) -> String {
             row.epochs as f64 / row.min_seconds(),
             speedup,
             row.validation_error * 100.0,
-            row.test_error.map_or("n/a".to_string(), |e| format!("{:.4}%", e * 100.0)),
+            row.test_error
+                .map_or("n/a".to_string(), |e| format!("{:.4}%", e * 100.0)),
         ));
     }
     out
@@ -121,7 +149,10 @@ pub fn format_table(rows: &[BenchRow]) -> String {
 
 /// Formats rows as a JSON array of objects with the same fields as the table.
 pub fn to_json(rows: &[BenchRow]) -> String {
-    let baseline = rows.iter().find(|row| row.path == "cpu").map(BenchRow::min_seconds);
+    let baseline = rows
+        .iter()
+        .find(|row| row.path == "cpu")
+        .map(BenchRow::min_seconds);
     let values: Vec<serde_json::Value> = rows
         .iter()
         .map(|row| {

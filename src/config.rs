@@ -1,6 +1,7 @@
 //! Training settings with the classic tutorial's defaults.
 
 use crate::error::{Error, Result};
+use crate::optim::Schedule;
 
 /// Settings of minibatch SGD with patience-based early stopping.
 ///
@@ -35,6 +36,19 @@ pub struct TrainConfig {
     /// tutorial did. Default `false`: the last partial batch is trained on with
     /// its loss averaged over its own size, and every row is evaluated.
     pub drop_last: bool,
+    /// Learning rate by epoch. Default [`Schedule::Constant`].
+    pub schedule: Schedule,
+    /// Reshuffle the training rows at the start of each epoch. Default
+    /// `false`, the classic protocol, which reads them in file order.
+    pub shuffle: bool,
+    /// Seed of the shuffles (and, in the command line, of the weight
+    /// initialisation). Default 0. The order of epoch `e` depends only on
+    /// the seed and `e`, so a resumed run shuffles as an unbroken one would.
+    pub seed: u64,
+    /// Train exactly this many epochs, ignoring patience. Default `None`:
+    /// stop by the patience rule or at `max_epochs`. The model returned is
+    /// still the one with the lowest validation error.
+    pub epochs: Option<usize>,
 }
 
 /// Largest accepted batch size (2^24 rows), far above any useful value; it
@@ -52,6 +66,10 @@ impl Default for TrainConfig {
             improvement_threshold: 0.995,
             validation_frequency: None,
             drop_last: false,
+            schedule: Schedule::Constant,
+            shuffle: false,
+            seed: 0,
+            epochs: None,
         }
     }
 }
@@ -100,6 +118,30 @@ impl TrainConfig {
         self
     }
 
+    /// Sets the learning-rate schedule (default constant).
+    pub fn with_schedule(mut self, schedule: Schedule) -> Self {
+        self.schedule = schedule;
+        self
+    }
+
+    /// Reshuffles the training rows each epoch with `seed` (default: no shuffling).
+    pub fn with_shuffle(mut self, seed: u64) -> Self {
+        self.shuffle = true;
+        self.seed = seed;
+        self
+    }
+
+    /// Trains exactly `epochs` epochs, ignoring patience (default: early stopping).
+    pub fn with_epochs(mut self, epochs: usize) -> Self {
+        self.epochs = Some(epochs);
+        self
+    }
+
+    /// Epochs after which training ends at the latest.
+    pub fn epoch_limit(&self) -> usize {
+        self.epochs.unwrap_or(self.max_epochs)
+    }
+
     /// Checks every setting against its valid range.
     ///
     /// # Errors
@@ -120,10 +162,18 @@ impl TrainConfig {
             ));
         }
         if self.max_epochs == 0 {
-            return Err(invalid("max-epochs", self.max_epochs, "expected at least 1"));
+            return Err(invalid(
+                "max-epochs",
+                self.max_epochs,
+                "expected at least 1",
+            ));
         }
         if self.patience == 0 {
-            return Err(invalid("patience", self.patience, "expected at least 1 iteration"));
+            return Err(invalid(
+                "patience",
+                self.patience,
+                "expected at least 1 iteration",
+            ));
         }
         if !(self.patience_increase.is_finite() && self.patience_increase >= 1.0) {
             return Err(invalid(
@@ -140,8 +190,16 @@ impl TrainConfig {
                 "expected a number in (0, 1], such as 0.995",
             ));
         }
+        if self.epochs == Some(0) {
+            return Err(invalid("epochs", 0, "expected at least 1"));
+        }
+        self.schedule.validate()?;
         if self.validation_frequency == Some(0) {
-            return Err(invalid("validation-frequency", 0, "expected at least 1 iteration"));
+            return Err(invalid(
+                "validation-frequency",
+                0,
+                "expected at least 1 iteration",
+            ));
         }
         Ok(())
     }
@@ -155,7 +213,11 @@ impl TrainConfig {
     }
 }
 
-fn invalid(name: &'static str, value: impl std::fmt::Display, expected: impl Into<String>) -> Error {
+pub(crate) fn invalid(
+    name: &'static str,
+    value: impl std::fmt::Display,
+    expected: impl Into<String>,
+) -> Error {
     Error::InvalidConfig {
         name,
         value: value.to_string(),
@@ -180,18 +242,45 @@ mod tests {
     #[test]
     fn rejects_out_of_range_settings() {
         let cases: Vec<(TrainConfig, &str)> = vec![
-            (TrainConfig::default().with_learning_rate(0.0), "learning-rate"),
-            (TrainConfig::default().with_learning_rate(-0.1), "learning-rate"),
-            (TrainConfig::default().with_learning_rate(f32::NAN), "learning-rate"),
-            (TrainConfig::default().with_learning_rate(f32::INFINITY), "learning-rate"),
+            (
+                TrainConfig::default().with_learning_rate(0.0),
+                "learning-rate",
+            ),
+            (
+                TrainConfig::default().with_learning_rate(-0.1),
+                "learning-rate",
+            ),
+            (
+                TrainConfig::default().with_learning_rate(f32::NAN),
+                "learning-rate",
+            ),
+            (
+                TrainConfig::default().with_learning_rate(f32::INFINITY),
+                "learning-rate",
+            ),
             (TrainConfig::default().with_batch_size(0), "batch-size"),
-            (TrainConfig::default().with_batch_size(MAX_BATCH_SIZE + 1), "batch-size"),
+            (
+                TrainConfig::default().with_batch_size(MAX_BATCH_SIZE + 1),
+                "batch-size",
+            ),
             (TrainConfig::default().with_max_epochs(0), "max-epochs"),
             (TrainConfig::default().with_patience(0), "patience"),
-            (TrainConfig::default().with_improvement_threshold(0.0), "improvement-threshold"),
-            (TrainConfig::default().with_improvement_threshold(1.5), "improvement-threshold"),
-            (TrainConfig::default().with_improvement_threshold(f64::NAN), "improvement-threshold"),
-            (TrainConfig::default().with_validation_frequency(0), "validation-frequency"),
+            (
+                TrainConfig::default().with_improvement_threshold(0.0),
+                "improvement-threshold",
+            ),
+            (
+                TrainConfig::default().with_improvement_threshold(1.5),
+                "improvement-threshold",
+            ),
+            (
+                TrainConfig::default().with_improvement_threshold(f64::NAN),
+                "improvement-threshold",
+            ),
+            (
+                TrainConfig::default().with_validation_frequency(0),
+                "validation-frequency",
+            ),
         ];
         for (config, expected_name) in cases {
             match config.validate() {

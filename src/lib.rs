@@ -11,12 +11,14 @@ pub mod data;
 pub mod error;
 pub mod gpu;
 pub mod model;
+pub mod optim;
 pub mod select;
 pub mod trainer;
 
-pub use backend::{Backend, Batch, Evaluation};
+pub use backend::{Backend, Batch, Evaluation, Setup};
 pub use config::TrainConfig;
 pub use data::{Dataset, Split, Splits};
 pub use error::{Error, Result};
-pub use model::LogisticRegression;
+pub use model::{Activation, LogisticRegression, Mlp, Model};
+pub use optim::{Optimizer, OptimizerState, Penalty, Schedule};
 pub use trainer::{TrainEvent, TrainReport, Trained, Trainer};

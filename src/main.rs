@@ -100,24 +100,49 @@ struct TrainArgs {
     data: DataArgs,
 
     /// SGD learning rate.
-    #[arg(long, default_value_t = 0.13, value_name = "RATE", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        default_value_t = 0.13,
+        value_name = "RATE",
+        allow_negative_numbers = true
+    )]
     learning_rate: f32,
 
     /// Rows per minibatch.
-    #[arg(long, default_value_t = 600, value_name = "ROWS", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        default_value_t = 600,
+        value_name = "ROWS",
+        allow_negative_numbers = true
+    )]
     batch_size: usize,
 
     /// Maximum number of epochs.
-    #[arg(long, default_value_t = 1000, value_name = "EPOCHS", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        default_value_t = 1000,
+        value_name = "EPOCHS",
+        allow_negative_numbers = true
+    )]
     max_epochs: usize,
 
     /// Minimum number of minibatch iterations before stopping.
-    #[arg(long, default_value_t = 5000, value_name = "ITERATIONS", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        default_value_t = 5000,
+        value_name = "ITERATIONS",
+        allow_negative_numbers = true
+    )]
     patience: usize,
 
     /// Relative improvement of the validation error that extends patience:
     /// a new error below best * THRESHOLD counts.
-    #[arg(long, default_value_t = 0.995, value_name = "THRESHOLD", allow_negative_numbers = true)]
+    #[arg(
+        long,
+        default_value_t = 0.995,
+        value_name = "THRESHOLD",
+        allow_negative_numbers = true
+    )]
     improvement_threshold: f64,
 
     /// Drop incomplete minibatches in training and evaluation, as the
@@ -135,7 +160,12 @@ struct TrainArgs {
     adapter: Option<String>,
 
     /// Output file for the best model.
-    #[arg(long, short, default_value = "best_model.safetensors", value_name = "FILE")]
+    #[arg(
+        long,
+        short,
+        default_value = "best_model.safetensors",
+        value_name = "FILE"
+    )]
     output: PathBuf,
 
     /// Print only the final summary.
@@ -189,7 +219,9 @@ fn parse_split(text: &str) -> std::result::Result<Split, String> {
         "train" => Ok(Split::Train),
         "validation" | "valid" => Ok(Split::Validation),
         "test" => Ok(Split::Test),
-        other => Err(format!("unknown split `{other}`; expected train, validation or test")),
+        other => Err(format!(
+            "unknown split `{other}`; expected train, validation or test"
+        )),
     }
 }
 
@@ -204,8 +236,11 @@ macro_rules! say {
 }
 
 fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn,wgpu_core=error,wgpu_hal=error,naga=error"))
-        .init();
+    env_logger::Builder::from_env(
+        env_logger::Env::default()
+            .default_filter_or("warn,wgpu_core=error,wgpu_hal=error,naga=error"),
+    )
+    .init();
     let cli = Cli::parse();
     let outcome = match cli.command {
         None => run_default(),
@@ -251,7 +286,9 @@ fn train(args: &TrainArgs) -> Result<PathBuf> {
         Ok(trainer) => trainer,
         Err(error) => {
             let mut command = Cli::command();
-            let train_command = command.find_subcommand_mut("train").expect("train is a subcommand");
+            let train_command = command
+                .find_subcommand_mut("train")
+                .expect("train is a subcommand");
             train_command
                 .clone()
                 .bin_name("wgpu-learn train")
@@ -281,8 +318,17 @@ fn train(args: &TrainArgs) -> Result<PathBuf> {
         splits.n_features(),
         splits.n_classes()
     );
-    let opened = open_backend(args.backend, args.adapter.as_deref(), &splits, args.batch_size)?;
-    detail!("backend: {} ({})", opened.backend.description(), opened.reason);
+    let opened = open_backend(
+        args.backend,
+        args.adapter.as_deref(),
+        &splits,
+        args.batch_size,
+    )?;
+    detail!(
+        "backend: {} ({})",
+        opened.backend.description(),
+        opened.reason
+    );
     let mut backend = opened.backend;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -302,7 +348,10 @@ fn train(args: &TrainArgs) -> Result<PathBuf> {
         report.best_validation_error * 100.0,
         report
             .test_error
-            .map_or("n/a (empty test set)".to_string(), |e| format!("{:.6} %", e * 100.0))
+            .map_or("n/a (empty test set)".to_string(), |e| format!(
+                "{:.6} %",
+                e * 100.0
+            ))
     );
     say!(
         "The code ran for {} epochs ({} iterations), with {:.6} epochs/sec, in {:.3} s of training",
@@ -330,9 +379,13 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
     } else {
         full
     };
-    let error = model
-        .error_rate(data)
-        .with_context(|| format!("cannot evaluate `{}` on the {} split", args.model.display(), args.split))?;
+    let error = model.error_rate(data).with_context(|| {
+        format!(
+            "cannot evaluate `{}` on the {} split",
+            args.model.display(),
+            args.split
+        )
+    })?;
     let errors = (error * data.len() as f64).round() as u64;
     say!(
         "{} error {:.6} % ({errors} of {} rows misclassified)",
@@ -353,11 +406,24 @@ fn predict(args: &PredictArgs) -> Result<()> {
     let count = (args.count as usize).min(data.len());
     let rows = data.slice_rows(0..count);
     let predicted = model.predict(rows.features_view())?;
-    let join = |values: &[u32]| values.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
-    say!("Predicted values for the first {count} {} rows:", args.split);
+    let join = |values: &[u32]| {
+        values
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    say!(
+        "Predicted values for the first {count} {} rows:",
+        args.split
+    );
     say!("predicted: {}", join(&predicted));
     say!("labels:    {}", join(rows.labels()));
-    let correct = predicted.iter().zip(rows.labels()).filter(|(p, l)| p == l).count();
+    let correct = predicted
+        .iter()
+        .zip(rows.labels())
+        .filter(|(p, l)| p == l)
+        .count();
     say!("{correct} of {count} correct");
     Ok(())
 }
@@ -389,7 +455,9 @@ fn bench(args: &BenchArgs) -> Result<()> {
     }
     if let Err(error) = config.validate() {
         let mut command = Cli::command();
-        let bench_command = command.find_subcommand_mut("bench").expect("bench is a subcommand");
+        let bench_command = command
+            .find_subcommand_mut("bench")
+            .expect("bench is a subcommand");
         bench_command
             .clone()
             .bin_name("wgpu-learn bench")
@@ -418,16 +486,22 @@ fn bench(args: &BenchArgs) -> Result<()> {
     };
     say!(
         "protocol: {protocol}, batch size {}, learning rate {}, drop last {}, {} runs per path",
-        config.batch_size, config.learning_rate, config.drop_last, args.repeat
+        config.batch_size,
+        config.learning_rate,
+        config.drop_last,
+        args.repeat
     );
     let rows = run_protocol(&splits, &config, &paths, args.repeat as usize)?;
     say!("{}", format_table(&rows).trim_end());
     if let Some(path) = &args.json {
-        std::fs::write(path, to_json(&rows)).with_context(|| format!("cannot write `{}`", path.display()))?;
+        std::fs::write(path, to_json(&rows))
+            .with_context(|| format!("cannot write `{}`", path.display()))?;
     }
 
     if args.scaling {
-        let scaling_config = TrainConfig::default().with_max_epochs(2).with_patience(usize::MAX);
+        let scaling_config = TrainConfig::default()
+            .with_max_epochs(2)
+            .with_patience(usize::MAX);
         say!("\ntime per epoch against training-set size (batch size 600, 2 epochs, minimum of {} runs)", args.repeat);
         say!("{:<5} {:>8} {:>10}", "path", "rows", "ms/epoch");
         for rows in [10_000usize, 25_000, 50_000, 500_000] {
@@ -436,12 +510,20 @@ fn bench(args: &BenchArgs) -> Result<()> {
                 say!("{:<5} {:>8} {:>10.2}", row.path, rows, row.ms_per_epoch());
             }
         }
-        say!("\ntime per epoch against batch size (50000 rows, 2 epochs, minimum of {} runs)", args.repeat);
+        say!(
+            "\ntime per epoch against batch size (50000 rows, 2 epochs, minimum of {} runs)",
+            args.repeat
+        );
         say!("{:<5} {:>8} {:>10}", "path", "batch", "ms/epoch");
         for batch_size in [20usize, 100, 600, 6000] {
             let config = scaling_config.clone().with_batch_size(batch_size);
             for row in run_protocol(&splits, &config, &paths, args.repeat as usize)? {
-                say!("{:<5} {:>8} {:>10.2}", row.path, batch_size, row.ms_per_epoch());
+                say!(
+                    "{:<5} {:>8} {:>10.2}",
+                    row.path,
+                    batch_size,
+                    row.ms_per_epoch()
+                );
             }
         }
     }
@@ -460,8 +542,18 @@ fn resize_training_set(splits: &Splits, rows: usize) -> Result<Splits> {
         features.extend_from_slice(train.row(source));
         labels.push(train.labels()[source]);
     }
-    let resized = wgpu_learn::Dataset::new("resized training set", features, labels, train.sample_shape().to_vec(), train.n_classes())?;
-    Ok(Splits::new(resized, splits.validation.clone(), splits.test.clone())?)
+    let resized = wgpu_learn::Dataset::new(
+        "resized training set",
+        features,
+        labels,
+        train.sample_shape().to_vec(),
+        train.n_classes(),
+    )?;
+    Ok(Splits::new(
+        resized,
+        splits.validation.clone(),
+        splits.test.clone(),
+    )?)
 }
 
 fn load_splits(data: &DataArgs) -> Result<Splits> {
@@ -493,7 +585,11 @@ fn shipped_mnist_dir() -> Result<PathBuf> {
         .with_context(|| {
             format!(
                 "cannot find the shipped MNIST data (looked in {}); pass --data DIR",
-                candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(", ")
+                candidates
+                    .iter()
+                    .map(|c| c.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         })
 }
@@ -511,7 +607,10 @@ fn check_output_directory(output: &Path) -> Result<()> {
         );
     }
     if output.is_dir() {
-        anyhow::bail!("cannot save the model to `{}`: it is a directory", output.display());
+        anyhow::bail!(
+            "cannot save the model to `{}`: it is a directory",
+            output.display()
+        );
     }
     Ok(())
 }

@@ -26,7 +26,9 @@ impl std::str::FromStr for BackendChoice {
             "auto" => Ok(BackendChoice::Auto),
             "gpu" => Ok(BackendChoice::Gpu),
             "cpu" => Ok(BackendChoice::Cpu),
-            other => Err(format!("unknown backend `{other}`; expected auto, gpu or cpu")),
+            other => Err(format!(
+                "unknown backend `{other}`; expected auto, gpu or cpu"
+            )),
         }
     }
 }
@@ -59,7 +61,9 @@ pub fn open_backend<'a>(
         None => request,
     };
     let open_gpu = |request: AdapterRequest, reason: String| -> Result<Opened<'a>> {
-        let options = GpuOptions::default().with_adapter(request).with_batch_size(batch_size);
+        let options = GpuOptions::default()
+            .with_adapter(request)
+            .with_batch_size(batch_size);
         Ok(Opened {
             backend: Box::new(GpuBackend::new(splits, options)?),
             reason,

@@ -12,7 +12,11 @@ use crate::backend::{Backend, Batch, Evaluation};
 use crate::config::TrainConfig;
 use crate::data::{Split, Splits};
 use crate::error::{Error, Result};
-use crate::model::LogisticRegression;
+use crate::model::Model;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -98,9 +102,56 @@ impl TrainReport {
 #[derive(Clone, Debug)]
 pub struct Trained {
     /// The parameters with the lowest validation error.
-    pub model: LogisticRegression,
+    pub model: Model,
     /// Figures of the run.
     pub report: TrainReport,
+    /// Where the run stopped, for a checkpoint to resume from.
+    pub progress: Progress,
+}
+
+/// The trainer's counters at the point where a run stopped; with the
+/// backend's parameters and optimiser state it lets a later run continue.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Epochs started, from 1; 0 before training.
+    pub epoch: usize,
+    /// Minibatches of that epoch already trained.
+    pub minibatch: usize,
+    /// Minibatch steps run over all epochs.
+    pub iterations: usize,
+    /// Iteration count at which early stopping ends training.
+    pub patience: usize,
+    /// Lowest validation error so far; `None` before the first validation.
+    pub best_validation_error: Option<f64>,
+    /// 0-based iteration of the best validation.
+    pub best_iteration: usize,
+    /// Test error of the best model, if measured.
+    pub test_error: Option<f64>,
+}
+
+impl Progress {
+    /// Counters before the first step.
+    pub fn start(config: &TrainConfig) -> Self {
+        Progress {
+            epoch: 0,
+            minibatch: 0,
+            iterations: 0,
+            patience: config.patience,
+            best_validation_error: None,
+            best_iteration: 0,
+            test_error: None,
+        }
+    }
+}
+
+/// Returns the training order of epoch `epoch` (from 1): a permutation of
+/// `0..rows` drawn from ChaCha8 seeded with `seed`, on stream `epoch`.
+pub fn epoch_order(seed: u64, epoch: usize, rows: usize) -> Vec<u32> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    rng.set_stream(epoch as u64);
+    let mut order: Vec<u32> = (0..rows as u32).collect();
+    order.shuffle(&mut rng);
+    order
 }
 
 /// Runs the early-stopping protocol of a validated [`TrainConfig`] on a [`Backend`].
@@ -122,6 +173,7 @@ pub struct Trained {
 pub struct Trainer {
     config: TrainConfig,
     stop: Option<Arc<AtomicBool>>,
+    resume: Option<(Progress, Option<Model>)>,
 }
 
 impl Trainer {
@@ -131,7 +183,20 @@ impl Trainer {
     /// [`Error::InvalidConfig`] for the first setting out of range.
     pub fn new(config: TrainConfig) -> Result<Self> {
         config.validate()?;
-        Ok(Trainer { config, stop: None })
+        Ok(Trainer {
+            config,
+            stop: None,
+            resume: None,
+        })
+    }
+
+    /// Continues a run from `progress`, the counters of a checkpoint, whose
+    /// best model so far was `best`. The backend must hold the checkpoint's
+    /// parameters and optimiser state. If validation does not improve on the
+    /// checkpoint's best, `best` is the model returned.
+    pub fn with_progress(mut self, progress: Progress, best: Option<Model>) -> Self {
+        self.resume = Some((progress, best));
+        self
     }
 
     /// Stops training at the next validation or epoch boundary once `flag`
@@ -164,74 +229,69 @@ impl Trainer {
         let plan = Plan::new(splits, config)?;
         let batches = plan.train.len();
         let interval = config.validation_interval(batches);
+        let epoch_limit = config.epoch_limit();
 
         let started = Instant::now();
-        let mut patience = config.patience;
-        let mut best_validation = f64::INFINITY;
-        let mut best_iteration = 0;
-        let mut test_error = None;
-        let mut epoch = 0;
-        let mut iterations = 0;
+        let (mut progress, resumed_best) = self
+            .resume
+            .clone()
+            .unwrap_or_else(|| (Progress::start(config), None));
+        let resumed_best_iteration = progress
+            .best_validation_error
+            .map(|_| progress.best_iteration);
         let mut interrupted = false;
-        let mut done = false;
+        // Patience only ends a run when no fixed epoch count is set.
+        let mut done = config.epochs.is_none()
+            && progress.epoch > 0
+            && progress.patience < progress.iterations;
+        let mut resumed_epoch = progress.minibatch < batches && progress.epoch > 0;
 
-        while epoch < config.max_epochs && !done {
-            epoch += 1;
+        while !done && (resumed_epoch || progress.epoch < epoch_limit) {
+            if resumed_epoch {
+                resumed_epoch = false;
+            } else {
+                progress.epoch += 1;
+                progress.minibatch = 0;
+            }
+            let epoch = progress.epoch;
             on_event(&TrainEvent::EpochStarted { epoch, batches });
-            let mut minibatch = 0;
-            while minibatch < batches {
+            if config.shuffle {
+                let order = epoch_order(config.seed, epoch, splits.train.len());
+                backend.set_train_order(Some(&order))?;
+            }
+            let learning_rate = config.schedule.rate(config.learning_rate, epoch - 1);
+            while progress.minibatch < batches {
                 // Run every step up to the next event: a validation, the
                 // patience limit or the end of the epoch.
+                let minibatch = progress.minibatch;
                 let first = (epoch - 1) * batches + minibatch;
                 let next_validation = (first / interval + 1) * interval - 1;
-                let patience_stop = patience.max(first);
-                let last = next_validation.min(patience_stop).min(epoch * batches - 1);
+                let mut last = next_validation.min(epoch * batches - 1);
+                if config.epochs.is_none() {
+                    last = last.min(progress.patience.max(first));
+                }
                 let count = last - first + 1;
-                backend.train_steps(&plan.train[minibatch..minibatch + count], config.learning_rate)?;
-                minibatch += count;
-                iterations = last + 1;
+                backend.train_steps(&plan.train[minibatch..minibatch + count], learning_rate)?;
+                progress.minibatch += count;
+                progress.iterations = last + 1;
                 on_event(&TrainEvent::StepsCompleted {
                     epoch,
-                    done: minibatch,
+                    done: progress.minibatch,
                     batches,
                 });
 
                 if (last + 1) % interval == 0 {
-                    let validation = backend.evaluate(Split::Validation, &plan.validation)?;
-                    self.check_finite(&validation, batches)?;
-                    let error = validation.error_rate();
-                    let improved = error < best_validation;
-                    on_event(&TrainEvent::Validated {
-                        epoch,
-                        minibatch,
-                        batches,
-                        validation_error: error,
-                        improved,
-                    });
-                    if improved {
-                        if error < best_validation * config.improvement_threshold {
-                            patience = patience.max((last as f64 * config.patience_increase) as usize);
-                        }
-                        best_validation = error;
-                        best_iteration = last;
-                        backend.keep_best()?;
-                        if !plan.test.is_empty() {
-                            let test = backend.evaluate(Split::Test, &plan.test)?;
-                            test_error = Some(test.error_rate());
-                            on_event(&TrainEvent::TestedBest {
-                                epoch,
-                                minibatch,
-                                batches,
-                                test_error: test.error_rate(),
-                            });
-                        }
-                    }
+                    self.validate(&plan, backend, &mut progress, last, &mut on_event)?;
                 }
-                if patience <= last {
+                if config.epochs.is_none() && progress.patience <= last {
                     done = true;
                     break;
                 }
-                if self.stop.as_ref().is_some_and(|flag| flag.load(Ordering::Relaxed)) {
+                if self
+                    .stop
+                    .as_ref()
+                    .is_some_and(|flag| flag.load(Ordering::Relaxed))
+                {
                     interrupted = true;
                     done = true;
                     break;
@@ -242,19 +302,76 @@ impl Trainer {
         // Steps after the last validation may still have diverged.
         let status = backend.evaluate(Split::Validation, &[])?;
         self.check_finite(&status, batches)?;
-        let model = backend.best_model()?;
+        let improved_since_resume = progress
+            .best_validation_error
+            .map(|_| progress.best_iteration)
+            != resumed_best_iteration;
+        let model = match resumed_best {
+            Some(best) if !improved_since_resume => best,
+            _ => backend.best_model()?,
+        };
         Ok(Trained {
             model,
             report: TrainReport {
-                best_validation_error: best_validation,
-                test_error,
-                best_iteration,
-                epochs: epoch,
-                iterations,
+                best_validation_error: progress.best_validation_error.unwrap_or(f64::INFINITY),
+                test_error: progress.test_error,
+                best_iteration: progress.best_iteration,
+                epochs: progress.epoch,
+                iterations: progress.iterations,
                 seconds: started.elapsed().as_secs_f64(),
                 interrupted,
             },
+            progress,
         })
+    }
+
+    /// Measures the validation error after iteration `last`, and on an
+    /// improvement keeps the model and measures its test error.
+    fn validate(
+        &self,
+        plan: &Plan,
+        backend: &mut dyn Backend,
+        progress: &mut Progress,
+        last: usize,
+        on_event: &mut impl FnMut(&TrainEvent),
+    ) -> Result<()> {
+        let config = &self.config;
+        let batches = plan.train.len();
+        let (epoch, minibatch) = (progress.epoch, progress.minibatch);
+        let validation = backend.evaluate(Split::Validation, &plan.validation)?;
+        self.check_finite(&validation, batches)?;
+        let error = validation.error_rate();
+        let best = progress.best_validation_error.unwrap_or(f64::INFINITY);
+        let improved = error < best;
+        on_event(&TrainEvent::Validated {
+            epoch,
+            minibatch,
+            batches,
+            validation_error: error,
+            improved,
+        });
+        if !improved {
+            return Ok(());
+        }
+        if error < best * config.improvement_threshold {
+            progress.patience = progress
+                .patience
+                .max((last as f64 * config.patience_increase) as usize);
+        }
+        progress.best_validation_error = Some(error);
+        progress.best_iteration = last;
+        backend.keep_best()?;
+        if !plan.test.is_empty() {
+            let test = backend.evaluate(Split::Test, &plan.test)?;
+            progress.test_error = Some(test.error_rate());
+            on_event(&TrainEvent::TestedBest {
+                epoch,
+                minibatch,
+                batches,
+                test_error: test.error_rate(),
+            });
+        }
+        Ok(())
     }
 
     fn check_finite(&self, evaluation: &Evaluation, batches: usize) -> Result<()> {
@@ -282,13 +399,18 @@ struct Plan {
 
 impl Plan {
     fn new(splits: &Splits, config: &TrainConfig) -> Result<Self> {
-        let split = |split: Split| Batch::split(splits.get(split).len(), config.batch_size, config.drop_last);
+        let split = |split: Split| {
+            Batch::split(splits.get(split).len(), config.batch_size, config.drop_last)
+        };
         let plan = Plan {
             train: split(Split::Train),
             validation: split(Split::Validation),
             test: split(Split::Test),
         };
-        for (name, batches) in [(Split::Train, &plan.train), (Split::Validation, &plan.validation)] {
+        for (name, batches) in [
+            (Split::Train, &plan.train),
+            (Split::Validation, &plan.validation),
+        ] {
             if batches.is_empty() {
                 let rows = splits.get(name).len();
                 let advice = if rows == 0 {

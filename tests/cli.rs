@@ -45,19 +45,37 @@ fn write_tiny_idx(directory: &Path, train_rows: usize, test_rows: usize) {
         for row in 0..rows {
             let class = (row % 3) as u8;
             for pixel in 0..16u8 {
-                images.push(if pixel / 4 == class { 200 + (row % 50) as u8 } else { (row % 7) as u8 });
+                images.push(if pixel / 4 == class {
+                    200 + (row % 50) as u8
+                } else {
+                    (row % 7) as u8
+                });
             }
             labels.push(class);
         }
         (images, labels)
     };
     let (images, labels) = make(train_rows);
-    write_gz(&directory.join("train-images-idx3-ubyte.gz"), &idx_bytes(&[train_rows as u32, 4, 4], &images));
-    write_gz(&directory.join("train-labels-idx1-ubyte.gz"), &idx_bytes(&[train_rows as u32], &labels));
+    write_gz(
+        &directory.join("train-images-idx3-ubyte.gz"),
+        &idx_bytes(&[train_rows as u32, 4, 4], &images),
+    );
+    write_gz(
+        &directory.join("train-labels-idx1-ubyte.gz"),
+        &idx_bytes(&[train_rows as u32], &labels),
+    );
     let (images, labels) = make(test_rows);
     // Plain (not gzipped) test files: gzip is decided by content.
-    std::fs::write(directory.join("t10k-images-idx3-ubyte"), idx_bytes(&[test_rows as u32, 4, 4], &images)).unwrap();
-    std::fs::write(directory.join("t10k-labels-idx1-ubyte"), idx_bytes(&[test_rows as u32], &labels)).unwrap();
+    std::fs::write(
+        directory.join("t10k-images-idx3-ubyte"),
+        idx_bytes(&[test_rows as u32, 4, 4], &images),
+    )
+    .unwrap();
+    std::fs::write(
+        directory.join("t10k-labels-idx1-ubyte"),
+        idx_bytes(&[test_rows as u32], &labels),
+    )
+    .unwrap();
 }
 
 fn tiny_dir() -> (tempfile::TempDir, PathBuf) {
@@ -73,21 +91,56 @@ fn train_evaluate_predict_round_trip() {
     let (directory, data) = tiny_dir();
     let data = data.to_str().unwrap();
     let output = wgpu_learn(
-        &["train", "--data", data, "--backend", "cpu", "--batch-size", "10", "--max-epochs", "3", "--output", "tiny.safetensors"],
+        &[
+            "train",
+            "--data",
+            data,
+            "--backend",
+            "cpu",
+            "--batch-size",
+            "10",
+            "--max-epochs",
+            "3",
+            "--output",
+            "tiny.safetensors",
+        ],
         directory.path(),
     );
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("epoch 1, minibatch 10/10, validation error"), "{stdout}");
-    assert!(stdout.contains("Optimization complete with best validation score of 0.000000 %"), "{stdout}");
+    assert!(
+        stdout.contains("epoch 1, minibatch 10/10, validation error"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("Optimization complete with best validation score of 0.000000 %"),
+        "{stdout}"
+    );
     assert!(directory.path().join("tiny.safetensors").is_file());
 
-    let output = wgpu_learn(&["evaluate", "--data", data, "--model", "tiny.safetensors"], directory.path());
+    let output = wgpu_learn(
+        &["evaluate", "--data", data, "--model", "tiny.safetensors"],
+        directory.path(),
+    );
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stderr}");
-    assert_eq!(stdout.trim(), "test error 0.000000 % (0 of 30 rows misclassified)");
+    assert_eq!(
+        stdout.trim(),
+        "test error 0.000000 % (0 of 30 rows misclassified)"
+    );
 
-    let output = wgpu_learn(&["predict", "--data", data, "--model", "tiny.safetensors", "--count", "5"], directory.path());
+    let output = wgpu_learn(
+        &[
+            "predict",
+            "--data",
+            data,
+            "--model",
+            "tiny.safetensors",
+            "--count",
+            "5",
+        ],
+        directory.path(),
+    );
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stderr}");
     assert!(stdout.contains("predicted: 0 1 2 0 1"), "{stdout}");
@@ -98,7 +151,18 @@ fn train_evaluate_predict_round_trip() {
 fn quiet_prints_only_the_summary() {
     let (directory, data) = tiny_dir();
     let output = wgpu_learn(
-        &["train", "--quiet", "--data", data.to_str().unwrap(), "--backend", "cpu", "--batch-size", "10", "--max-epochs", "2"],
+        &[
+            "train",
+            "--quiet",
+            "--data",
+            data.to_str().unwrap(),
+            "--backend",
+            "cpu",
+            "--batch-size",
+            "10",
+            "--max-epochs",
+            "2",
+        ],
         directory.path(),
     );
     let (stdout, stderr) = text(&output);
@@ -111,16 +175,31 @@ fn quiet_prints_only_the_summary() {
 fn invalid_settings_exit_with_code_2() {
     let directory = tempfile::tempdir().unwrap();
     let cases: &[(&[&str], &str)] = &[
-        (&["--batch-size", "0"], "batch-size = 0: expected an integer from 1 to"),
-        (&["--learning-rate", "0"], "learning-rate = 0: expected a finite number greater than 0"),
+        (
+            &["--batch-size", "0"],
+            "batch-size = 0: expected an integer from 1 to",
+        ),
+        (
+            &["--learning-rate", "0"],
+            "learning-rate = 0: expected a finite number greater than 0",
+        ),
         (&["--learning-rate", "-0.5"], "learning-rate = -0.5"),
         (&["--learning-rate", "NaN"], "learning-rate = NaN"),
         (&["--learning-rate", "inf"], "learning-rate = inf"),
         (&["--max-epochs", "0"], "max-epochs = 0"),
         (&["--patience", "0"], "patience = 0"),
-        (&["--improvement-threshold", "1.5"], "improvement-threshold = 1.5: expected a number in (0, 1]"),
-        (&["--improvement-threshold", "0"], "improvement-threshold = 0"),
-        (&["--batch-size", "-3"], "invalid value '-3' for '--batch-size <ROWS>'"),
+        (
+            &["--improvement-threshold", "1.5"],
+            "improvement-threshold = 1.5: expected a number in (0, 1]",
+        ),
+        (
+            &["--improvement-threshold", "0"],
+            "improvement-threshold = 0",
+        ),
+        (
+            &["--batch-size", "-3"],
+            "invalid value '-3' for '--batch-size <ROWS>'",
+        ),
     ];
     for (arguments, expected) in cases {
         let mut args = vec!["train", "--data", "does-not-exist"];
@@ -129,14 +208,26 @@ fn invalid_settings_exit_with_code_2() {
         let (_, stderr) = text(&output);
         assert_eq!(output.status.code(), Some(2), "{arguments:?}: {stderr}");
         assert!(stderr.contains(expected), "{arguments:?}: {stderr}");
-        assert!(!stderr.contains("does-not-exist"), "no file is read before settings are checked: {stderr}");
+        assert!(
+            !stderr.contains("does-not-exist"),
+            "no file is read before settings are checked: {stderr}"
+        );
     }
 }
 
 #[test]
 fn missing_model_file_is_named() {
     let (directory, data) = tiny_dir();
-    let output = wgpu_learn(&["evaluate", "--data", data.to_str().unwrap(), "--model", "nothing.safetensors"], directory.path());
+    let output = wgpu_learn(
+        &[
+            "evaluate",
+            "--data",
+            data.to_str().unwrap(),
+            "--model",
+            "nothing.safetensors",
+        ],
+        directory.path(),
+    );
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr.contains("nothing.safetensors"), "{stderr}");
@@ -146,12 +237,23 @@ fn missing_model_file_is_named() {
 fn output_in_missing_directory_is_rejected_before_training() {
     let (directory, data) = tiny_dir();
     let output = wgpu_learn(
-        &["train", "--data", data.to_str().unwrap(), "--backend", "cpu", "--output", "no/such/dir/model.safetensors"],
+        &[
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--backend",
+            "cpu",
+            "--output",
+            "no/such/dir/model.safetensors",
+        ],
         directory.path(),
     );
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1));
-    assert!(stderr.contains("directory `no/such/dir` does not exist"), "{stderr}");
+    assert!(
+        stderr.contains("directory `no/such/dir` does not exist"),
+        "{stderr}"
+    );
     assert!(!stdout.contains("epoch"), "{stdout}");
 }
 
@@ -159,7 +261,18 @@ fn output_in_missing_directory_is_rejected_before_training() {
 fn model_for_other_input_shape_is_rejected() {
     let (directory, data) = tiny_dir();
     let status = wgpu_learn(
-        &["train", "--quiet", "--data", data.to_str().unwrap(), "--backend", "cpu", "--batch-size", "10", "--max-epochs", "1"],
+        &[
+            "train",
+            "--quiet",
+            "--data",
+            data.to_str().unwrap(),
+            "--backend",
+            "cpu",
+            "--batch-size",
+            "10",
+            "--max-epochs",
+            "1",
+        ],
         directory.path(),
     )
     .status;
@@ -169,11 +282,30 @@ fn model_for_other_input_shape_is_rejected() {
     std::fs::create_dir(&other).unwrap();
     let images: Vec<u8> = vec![1; 6 * 25];
     let labels: Vec<u8> = vec![0, 1, 2, 0, 1, 2];
-    std::fs::write(other.join("train-images-idx3-ubyte"), idx_bytes(&[6, 5, 5], &images)).unwrap();
-    std::fs::write(other.join("train-labels-idx1-ubyte"), idx_bytes(&[6], &labels)).unwrap();
-    std::fs::write(other.join("t10k-images-idx3-ubyte"), idx_bytes(&[6, 5, 5], &images)).unwrap();
-    std::fs::write(other.join("t10k-labels-idx1-ubyte"), idx_bytes(&[6], &labels)).unwrap();
-    let output = wgpu_learn(&["evaluate", "--data", other.to_str().unwrap()], directory.path());
+    std::fs::write(
+        other.join("train-images-idx3-ubyte"),
+        idx_bytes(&[6, 5, 5], &images),
+    )
+    .unwrap();
+    std::fs::write(
+        other.join("train-labels-idx1-ubyte"),
+        idx_bytes(&[6], &labels),
+    )
+    .unwrap();
+    std::fs::write(
+        other.join("t10k-images-idx3-ubyte"),
+        idx_bytes(&[6, 5, 5], &images),
+    )
+    .unwrap();
+    std::fs::write(
+        other.join("t10k-labels-idx1-ubyte"),
+        idx_bytes(&[6], &labels),
+    )
+    .unwrap();
+    let output = wgpu_learn(
+        &["evaluate", "--data", other.to_str().unwrap()],
+        directory.path(),
+    );
     let (_, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr.contains("takes 16 features per sample"), "{stderr}");
@@ -193,26 +325,53 @@ fn devices_lists_adapters() {
 fn train_on_gpu_backend_or_explain_why_not() {
     let (directory, data) = tiny_dir();
     let output = wgpu_learn(
-        &["train", "--data", data.to_str().unwrap(), "--backend", "gpu", "--batch-size", "10", "--max-epochs", "3"],
+        &[
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--backend",
+            "gpu",
+            "--batch-size",
+            "10",
+            "--max-epochs",
+            "3",
+        ],
         directory.path(),
     );
     let (stdout, stderr) = text(&output);
     if stderr.contains("no usable GPU adapter") {
-        assert!(stderr.contains("mesa-vulkan-drivers"), "the error says how to get an adapter: {stderr}");
-        assert!(std::env::var("CI").map_or(true, |v| v != "true"), "CI=true and no GPU adapter: {stderr}");
+        assert!(
+            stderr.contains("mesa-vulkan-drivers"),
+            "the error says how to get an adapter: {stderr}"
+        );
+        assert!(
+            std::env::var("CI").map_or(true, |v| v != "true"),
+            "CI=true and no GPU adapter: {stderr}"
+        );
         eprintln!("skipping the GPU part: no adapter");
         return;
     }
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("backend: gpu"), "{stdout}");
-    assert!(stdout.contains("Optimization complete with best validation score of 0.000000 %"), "{stdout}");
+    assert!(
+        stdout.contains("Optimization complete with best validation score of 0.000000 %"),
+        "{stdout}"
+    );
 }
 
 #[test]
 fn unknown_adapter_name_lists_adapters() {
     let (directory, data) = tiny_dir();
     let output = wgpu_learn(
-        &["train", "--data", data.to_str().unwrap(), "--backend", "gpu", "--adapter", "no-such-gpu-name"],
+        &[
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--backend",
+            "gpu",
+            "--adapter",
+            "no-such-gpu-name",
+        ],
         directory.path(),
     );
     let (_, stderr) = text(&output);
@@ -229,21 +388,46 @@ fn divergence_fails_and_keeps_previous_model() {
     let data = directory.path().join("noise");
     std::fs::create_dir(&data).unwrap();
     let rows = 60u32;
-    let images: Vec<u8> = (0..rows * 16).map(|i| ((i * 37 + i / 16 * 11) % 256) as u8).collect();
+    let images: Vec<u8> = (0..rows * 16)
+        .map(|i| ((i * 37 + i / 16 * 11) % 256) as u8)
+        .collect();
     let labels: Vec<u8> = (0..rows).map(|r| ((r * 7 + r / 5) % 3) as u8).collect();
     for prefix in ["train", "t10k"] {
-        std::fs::write(data.join(format!("{prefix}-images-idx3-ubyte")), idx_bytes(&[rows, 4, 4], &images)).unwrap();
-        std::fs::write(data.join(format!("{prefix}-labels-idx1-ubyte")), idx_bytes(&[rows], &labels)).unwrap();
+        std::fs::write(
+            data.join(format!("{prefix}-images-idx3-ubyte")),
+            idx_bytes(&[rows, 4, 4], &images),
+        )
+        .unwrap();
+        std::fs::write(
+            data.join(format!("{prefix}-labels-idx1-ubyte")),
+            idx_bytes(&[rows], &labels),
+        )
+        .unwrap();
     }
     let model = directory.path().join("model.safetensors");
     std::fs::write(&model, b"previous model").unwrap();
     let output = wgpu_learn(
-        &["train", "--data", data.to_str().unwrap(), "--backend", "cpu", "--batch-size", "10", "--learning-rate", "3e38", "--output", "model.safetensors"],
+        &[
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--backend",
+            "cpu",
+            "--batch-size",
+            "10",
+            "--learning-rate",
+            "3e38",
+            "--output",
+            "model.safetensors",
+        ],
         directory.path(),
     );
     let (stdout, stderr) = text(&output);
     assert_eq!(output.status.code(), Some(1), "{stdout}\n{stderr}");
-    assert!(stderr.contains("training diverged at epoch 1, minibatch "), "{stderr}");
+    assert!(
+        stderr.contains("training diverged at epoch 1, minibatch "),
+        "{stderr}"
+    );
     assert!(stderr.contains("lower the learning rate"), "{stderr}");
     assert_eq!(std::fs::read(&model).unwrap(), b"previous model");
 }
@@ -254,7 +438,13 @@ fn interrupt_saves_complete_best_model() {
     // interrupt after the first validation.
     let directory = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_wgpu-learn"))
-        .args(["train", "--backend", "cpu", "--output", "interrupted.safetensors"])
+        .args([
+            "train",
+            "--backend",
+            "cpu",
+            "--output",
+            "interrupted.safetensors",
+        ])
         .current_dir(directory.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -266,25 +456,40 @@ fn interrupt_saves_complete_best_model() {
     loop {
         let mut line = String::new();
         let read = std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-        assert!(read > 0, "training ended before its first validation: {seen}");
+        assert!(
+            read > 0,
+            "training ended before its first validation: {seen}"
+        );
         seen.push_str(&line);
         if line.starts_with("epoch 1,") {
             break;
         }
     }
 
-    let status = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let mut rest = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
     let exit = child.wait().unwrap();
 
     assert_eq!(exit.code(), Some(130), "{seen}{rest}");
-    assert!(rest.contains("interrupted: saving the best model so far"), "{rest}");
-    let model = wgpu_learn::model::load_model(&directory.path().join("interrupted.safetensors")).unwrap();
+    assert!(
+        rest.contains("interrupted: saving the best model so far"),
+        "{rest}"
+    );
+    let model =
+        wgpu_learn::model::load_model(&directory.path().join("interrupted.safetensors")).unwrap();
     assert_eq!(model.n_features(), 784);
     assert_eq!(model.n_classes(), 10);
-    assert!(model.weights.iter().any(|&w| w != 0.0));
+    assert!(model
+        .as_logistic()
+        .unwrap()
+        .weights
+        .iter()
+        .any(|&w| w != 0.0));
 }
 
 #[test]
@@ -292,7 +497,10 @@ fn missing_data_paths_are_named() {
     let directory = tempfile::tempdir().unwrap();
     std::fs::write(directory.path().join("a-file"), b"x").unwrap();
     for (data, expected) in [("no-such-dir", "no-such-dir"), ("a-file", "a-file")] {
-        let output = wgpu_learn(&["train", "--backend", "cpu", "--data", data], directory.path());
+        let output = wgpu_learn(
+            &["train", "--backend", "cpu", "--data", data],
+            directory.path(),
+        );
         let (_, stderr) = text(&output);
         assert_eq!(output.status.code(), Some(1), "{stderr}");
         assert!(stderr.contains(expected), "{stderr}");
@@ -306,7 +514,17 @@ fn closed_stdout_still_saves_model() {
     // finish and save its model rather than panic on the next line.
     let (directory, data) = tiny_dir();
     let mut child = Command::new(env!("CARGO_BIN_EXE_wgpu-learn"))
-        .args(["train", "--data", data.to_str().unwrap(), "--backend", "cpu", "--batch-size", "10", "--max-epochs", "3"])
+        .args([
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--backend",
+            "cpu",
+            "--batch-size",
+            "10",
+            "--max-epochs",
+            "3",
+        ])
         .current_dir(directory.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -326,14 +544,35 @@ fn evaluate_drop_last_matches_training_report() {
     let (directory, data) = tiny_dir();
     let data = data.to_str().unwrap();
     let status = wgpu_learn(
-        &["train", "--quiet", "--data", data, "--backend", "cpu", "--batch-size", "7", "--max-epochs", "1"],
+        &[
+            "train",
+            "--quiet",
+            "--data",
+            data,
+            "--backend",
+            "cpu",
+            "--batch-size",
+            "7",
+            "--max-epochs",
+            "1",
+        ],
         directory.path(),
     )
     .status;
     assert!(status.success());
 
     // 30 test rows in batches of 7: 28 rows in complete batches.
-    let output = wgpu_learn(&["evaluate", "--data", data, "--drop-last", "--batch-size", "7"], directory.path());
+    let output = wgpu_learn(
+        &[
+            "evaluate",
+            "--data",
+            data,
+            "--drop-last",
+            "--batch-size",
+            "7",
+        ],
+        directory.path(),
+    );
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stderr}");
     assert!(stdout.contains("of 28 rows misclassified"), "{stdout}");

@@ -9,7 +9,14 @@ use wgpu_learn::{Backend, Batch, Dataset, Error, Split, Splits};
 
 fn splits(rows: usize, d: usize) -> Splits {
     let mut rng = common::Rng::new(11);
-    let data = Dataset::new("random", rng.vec(rows * d, -1.0, 1.0), rng.labels(rows, 10), vec![d], 10).unwrap();
+    let data = Dataset::new(
+        "random",
+        rng.vec(rows * d, -1.0, 1.0),
+        rng.labels(rows, 10),
+        vec![d],
+        10,
+    )
+    .unwrap();
     Splits::new(data.clone(), data.clone(), data).unwrap()
 }
 
@@ -20,9 +27,14 @@ fn read_back_timeout_is_an_error() {
     let Some(mut gpu) = gpu_or_skip(GpuBackend::new(&data, options)) else {
         return;
     };
-    let all = [Batch { start: 0, len: 20_000 }];
+    let all = [Batch {
+        start: 0,
+        len: 20_000,
+    }];
     match gpu.evaluate(Split::Train, &all) {
-        Err(Error::Gpu { reason }) => assert!(reason.contains("GPU read-back timed out"), "{reason}"),
+        Err(Error::Gpu { reason }) => {
+            assert!(reason.contains("GPU read-back timed out"), "{reason}")
+        }
         other => panic!("expected a read-back timeout, got {other:?}"),
     }
 
@@ -40,7 +52,13 @@ fn lost_device_is_an_error() {
     gpu.context().device().destroy();
     let steps = gpu.train_steps(&[Batch { start: 0, len: 600 }], 0.1);
     let evaluation = gpu.evaluate(Split::Validation, &[Batch { start: 0, len: 600 }]);
-    let error = steps.err().or(evaluation.err()).expect("a destroyed device must fail");
+    let error = steps
+        .err()
+        .or(evaluation.err())
+        .expect("a destroyed device must fail");
     assert!(matches!(error, Error::Gpu { .. }), "{error:?}");
-    assert!(gpu.current_model().is_err(), "no model is read from a lost device");
+    assert!(
+        gpu.current_model().is_err(),
+        "no model is read from a lost device"
+    );
 }

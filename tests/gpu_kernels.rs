@@ -39,7 +39,13 @@ fn logits_match_cpu() {
                 let gpu = runner.logits(x.view(), w.view(), b.view()).unwrap();
                 let cpu = ops::logits(x.view(), w.view(), b.view());
                 let what = format!("logits {rows}x{features}x{classes}");
-                assert_close(&what, gpu.as_slice().unwrap(), cpu.as_slice().unwrap(), SUM_RELATIVE, SUM_ABSOLUTE);
+                assert_close(
+                    &what,
+                    gpu.as_slice().unwrap(),
+                    cpu.as_slice().unwrap(),
+                    SUM_RELATIVE,
+                    SUM_ABSOLUTE,
+                );
             }
         }
     }
@@ -47,7 +53,9 @@ fn logits_match_cpu() {
 
 #[test]
 fn logits_same_for_any_workgroup_size() {
-    let Some(default_runner) = runner() else { return };
+    let Some(default_runner) = runner() else {
+        return;
+    };
     let mut rng = Rng::new(2);
     let x = matrix(&mut rng, 601, 785, 1.0);
     let w = matrix(&mut rng, 785, 17, 1.0);
@@ -73,9 +81,12 @@ fn softmax_nll_matches_cpu() {
                 let logits = matrix(&mut rng, rows, classes, scale);
                 let labels = rng.labels(rows, classes);
                 let loss_scale = 1.0 / rows as f32;
-                let gpu = runner.softmax_nll(logits.view(), &labels, loss_scale, 5).unwrap();
+                let gpu = runner
+                    .softmax_nll(logits.view(), &labels, loss_scale, 5)
+                    .unwrap();
                 let mut cpu_gradient = logits.clone();
-                let cpu_losses = ops::softmax_nll_grad_in_place(cpu_gradient.view_mut(), &labels, loss_scale);
+                let cpu_losses =
+                    ops::softmax_nll_grad_in_place(cpu_gradient.view_mut(), &labels, loss_scale);
                 let what = format!("scale {scale}, {rows}x{classes}");
                 // Exponentials and logarithms differ by a few ulps between
                 // the GPU and the CPU's libm.
@@ -86,8 +97,17 @@ fn softmax_nll_matches_cpu() {
                     1e-4,
                     1e-6,
                 );
-                assert_close(&format!("losses, {what}"), &gpu.losses, &cpu_losses, 1e-5, 1e-4);
-                assert_eq!(gpu.first_non_finite_step, None, "{what}: all losses are finite");
+                assert_close(
+                    &format!("losses, {what}"),
+                    &gpu.losses,
+                    &cpu_losses,
+                    1e-5,
+                    1e-4,
+                );
+                assert_eq!(
+                    gpu.first_non_finite_step, None,
+                    "{what}: all losses are finite"
+                );
             }
         }
     }
@@ -96,7 +116,11 @@ fn softmax_nll_matches_cpu() {
 #[test]
 fn softmax_extreme_rows_stay_finite() {
     let Some(runner) = runner() else { return };
-    let logits = array![[90.0f32, 2.0, -2.0], [1000.0, 0.0, -1000.0], [-1000.0, -1000.0, -1000.0]];
+    let logits = array![
+        [90.0f32, 2.0, -2.0],
+        [1000.0, 0.0, -1000.0],
+        [-1000.0, -1000.0, -1000.0]
+    ];
     let labels = [0u32, 0, 0];
     let gpu = runner.softmax_nll(logits.view(), &labels, 1.0, 0).unwrap();
     // With scale 1 the gradient is softmax - onehot, so adding the one-hot
@@ -106,11 +130,24 @@ fn softmax_extreme_rows_stay_finite() {
         probabilities[[row, label as usize]] += 1.0;
     }
     let expected = ops::softmax(logits.view());
-    assert!(probabilities.iter().all(|p| p.is_finite()), "{probabilities:?}");
-    assert_close("probabilities", probabilities.as_slice().unwrap(), expected.as_slice().unwrap(), 1e-6, 1e-6);
+    assert!(
+        probabilities.iter().all(|p| p.is_finite()),
+        "{probabilities:?}"
+    );
+    assert_close(
+        "probabilities",
+        probabilities.as_slice().unwrap(),
+        expected.as_slice().unwrap(),
+        1e-6,
+        1e-6,
+    );
     assert_eq!(probabilities[[1, 0]], 1.0);
     assert_eq!(probabilities[[1, 2]], 0.0);
-    assert!(gpu.losses.iter().all(|loss| loss.is_finite()), "{:?}", gpu.losses);
+    assert!(
+        gpu.losses.iter().all(|loss| loss.is_finite()),
+        "{:?}",
+        gpu.losses
+    );
     // lavapipe's log is off by about 2e-5 at 3 (measured), more than the
     // 3 ulp that Vulkan requires outside [0.5, 2].
     assert_close("losses", &gpu.losses, &[0.0, 0.0, 3.0f32.ln()], 0.0, 1e-4);
@@ -120,7 +157,9 @@ fn softmax_extreme_rows_stay_finite() {
 #[test]
 fn nll_of_large_margin_is_finite() {
     let Some(runner) = runner() else { return };
-    let gpu = runner.softmax_nll(array![[0.0f32, 120.0]].view(), &[0], 1.0, 0).unwrap();
+    let gpu = runner
+        .softmax_nll(array![[0.0f32, 120.0]].view(), &[0], 1.0, 0)
+        .unwrap();
     assert_eq!(gpu.losses, vec![120.0]);
     assert_eq!(gpu.gradient, array![[-1.0f32, 1.0]]);
     assert_eq!(gpu.first_non_finite_step, None);
@@ -129,10 +168,20 @@ fn nll_of_large_margin_is_finite() {
 #[test]
 fn softmax_nll_flags_non_finite_loss() {
     let Some(runner) = runner() else { return };
-    let finite = runner.softmax_nll(array![[1.0f32, 2.0]].view(), &[0], 1.0, 42).unwrap();
-    assert_eq!(finite.first_non_finite_step, None, "positive control: finite logits");
+    let finite = runner
+        .softmax_nll(array![[1.0f32, 2.0]].view(), &[0], 1.0, 42)
+        .unwrap();
+    assert_eq!(
+        finite.first_non_finite_step, None,
+        "positive control: finite logits"
+    );
     let infinite = runner
-        .softmax_nll(array![[1.0f32, 2.0], [f32::INFINITY, 0.0]].view(), &[0, 1], 1.0, 42)
+        .softmax_nll(
+            array![[1.0f32, 2.0], [f32::INFINITY, 0.0]].view(),
+            &[0, 1],
+            1.0,
+            42,
+        )
         .unwrap();
     assert_eq!(infinite.first_non_finite_step, Some(42));
 }
@@ -150,16 +199,41 @@ fn sgd_update_matches_cpu() {
                 let w = matrix(&mut rng, features, classes, 1.0);
                 let b = Array1::from(rng.vec(classes, -1.0, 1.0));
                 let gpu = runner
-                    .sgd_update(x.view(), gradient.view(), w.view(), b.view(), learning_rate, 3)
+                    .sgd_update(
+                        x.view(),
+                        gradient.view(),
+                        w.view(),
+                        b.view(),
+                        learning_rate,
+                        3,
+                    )
                     .unwrap();
                 let (weight_gradient, bias_gradient) = ops::weight_grad(x.view(), gradient.view());
                 let (mut cpu_w, mut cpu_b) = (w.clone(), b.clone());
-                ops::sgd_update(cpu_w.view_mut(), cpu_b.view_mut(), weight_gradient.view(), bias_gradient.view(), learning_rate);
+                ops::sgd_update(
+                    cpu_w.view_mut(),
+                    cpu_b.view_mut(),
+                    weight_gradient.view(),
+                    bias_gradient.view(),
+                    learning_rate,
+                );
                 let what = format!("{rows}x{features}x{classes}");
                 // Each gradient sums `rows` products of magnitude at most
                 // 1/rows, so the sum is at most 1 and 1e-5 covers rounding.
-                assert_close(&format!("weights {what}"), gpu.weights.as_slice().unwrap(), cpu_w.as_slice().unwrap(), 1e-5, 1e-5);
-                assert_close(&format!("bias {what}"), gpu.bias.as_slice().unwrap(), cpu_b.as_slice().unwrap(), 1e-5, 1e-5);
+                assert_close(
+                    &format!("weights {what}"),
+                    gpu.weights.as_slice().unwrap(),
+                    cpu_w.as_slice().unwrap(),
+                    1e-5,
+                    1e-5,
+                );
+                assert_close(
+                    &format!("bias {what}"),
+                    gpu.bias.as_slice().unwrap(),
+                    cpu_b.as_slice().unwrap(),
+                    1e-5,
+                    1e-5,
+                );
                 assert_eq!(gpu.first_non_finite_step, None, "{what}");
             }
         }
@@ -175,10 +249,21 @@ fn sgd_update_flags_non_finite_parameter() {
     let gradient = array![[0.5f32, -0.5], [-0.25, 0.25]];
     let w = Array2::<f32>::zeros((2, 2));
     let b = Array1::<f32>::zeros(2);
-    let small = runner.sgd_update(x.view(), gradient.view(), w.view(), b.view(), 0.1, 9).unwrap();
-    assert_eq!(small.first_non_finite_step, None, "positive control: small learning rate");
-    let huge = runner.sgd_update(x.view(), gradient.view(), w.view(), b.view(), f32::MAX, 9).unwrap();
-    assert!(huge.weights.iter().any(|w| !w.is_finite()), "{:?}", huge.weights);
+    let small = runner
+        .sgd_update(x.view(), gradient.view(), w.view(), b.view(), 0.1, 9)
+        .unwrap();
+    assert_eq!(
+        small.first_non_finite_step, None,
+        "positive control: small learning rate"
+    );
+    let huge = runner
+        .sgd_update(x.view(), gradient.view(), w.view(), b.view(), f32::MAX, 9)
+        .unwrap();
+    assert!(
+        huge.weights.iter().any(|w| !w.is_finite()),
+        "{:?}",
+        huge.weights
+    );
     assert_eq!(huge.first_non_finite_step, Some(9));
 }
 
@@ -193,8 +278,11 @@ fn count_errors_matches_cpu() {
                 let w = matrix(&mut rng, features, classes, 1.0);
                 let b = Array1::from(rng.vec(classes, -1.0, 1.0));
                 let labels = rng.labels(rows, classes);
-                let gpu = runner.count_errors(x.view(), w.view(), b.view(), &labels).unwrap();
-                let cpu = ops::count_errors(ops::logits(x.view(), w.view(), b.view()).view(), &labels);
+                let gpu = runner
+                    .count_errors(x.view(), w.view(), b.view(), &labels)
+                    .unwrap();
+                let cpu =
+                    ops::count_errors(ops::logits(x.view(), w.view(), b.view()).view(), &labels);
                 // NOTE: a row whose two largest logits are within rounding of
                 // each other could be counted differently. Random logits of
                 // this spread make that unlikely, and these seeds have none.
@@ -220,11 +308,18 @@ fn argmax_ties_and_nan_match_cpu() {
     let x = array![[1.0f32]];
     let w = Array2::<f32>::zeros((1, 3));
     for row in rows {
-        let expected = ops::argmax_rows(Array2::from_shape_vec((1, 3), row.to_vec()).unwrap().view())[0];
+        let expected =
+            ops::argmax_rows(Array2::from_shape_vec((1, 3), row.to_vec()).unwrap().view())[0];
         let bias = Array1::from(row.to_vec());
         for label in 0..3u32 {
-            let errors = runner.count_errors(x.view(), w.view(), bias.view(), &[label]).unwrap();
-            assert_eq!(errors, (label != expected) as u64, "row {row:?}, label {label}, cpu argmax {expected}");
+            let errors = runner
+                .count_errors(x.view(), w.view(), bias.view(), &[label])
+                .unwrap();
+            assert_eq!(
+                errors,
+                (label != expected) as u64,
+                "row {row:?}, label {label}, cpu argmax {expected}"
+            );
         }
     }
 }

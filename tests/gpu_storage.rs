@@ -16,7 +16,9 @@ const SPLITS: [Split; 3] = [Split::Train, Split::Validation, Split::Test];
 
 /// Rows of random bytes / 256 with random labels.
 fn byte_dataset(rng: &mut Rng, name: &str, rows: usize, features: usize) -> Dataset {
-    let values = (0..rows * features).map(|_| rng.below(256) as f32 / 256.0).collect();
+    let values = (0..rows * features)
+        .map(|_| rng.below(256) as f32 / 256.0)
+        .collect();
     let labels = rng.labels(rows, CLASSES);
     Dataset::new(name, values, labels, vec![features], CLASSES).unwrap()
 }
@@ -52,7 +54,11 @@ fn gpu(splits: &Splits, batch_size: usize, storage: FeatureStorage) -> Option<Gp
 
 /// Trains `backend` for two epochs of `batch_size` rows, then returns the
 /// model and the error count of each split in batches of 100 rows.
-fn train_and_evaluate(backend: &mut GpuBackend, splits: &Splits, batch_size: usize) -> (wgpu_learn::LogisticRegression, Vec<u64>) {
+fn train_and_evaluate(
+    backend: &mut GpuBackend,
+    splits: &Splits,
+    batch_size: usize,
+) -> (wgpu_learn::LogisticRegression, Vec<u64>) {
     let batches = Batch::split(splits.train.len(), batch_size, false);
     for _ in 0..2 {
         backend.train_steps(&batches, 0.1).unwrap();
@@ -66,7 +72,7 @@ fn train_and_evaluate(backend: &mut GpuBackend, splits: &Splits, batch_size: usi
             evaluation.errors
         })
         .collect();
-    (backend.current_model().unwrap(), errors)
+    (backend.current_model().unwrap().into_logistic(), errors)
 }
 
 /// Expected feature bytes of `backend`: each chunk of `rows` rows contains
@@ -82,9 +88,15 @@ fn expected_feature_bytes(backend: &GpuBackend, features: usize, storage: Featur
 #[test]
 fn u8_matches_f32_on_mnist() {
     let splits = mnist_subset();
-    let Some(mut bytes) = gpu(&splits, 256, FeatureStorage::Auto) else { return };
+    let Some(mut bytes) = gpu(&splits, 256, FeatureStorage::Auto) else {
+        return;
+    };
     let mut floats = gpu(&splits, 256, FeatureStorage::F32).unwrap();
-    assert_eq!(bytes.feature_storage(), FeatureStorage::U8, "MNIST pixels are byte / 256");
+    assert_eq!(
+        bytes.feature_storage(),
+        FeatureStorage::U8,
+        "MNIST pixels are byte / 256"
+    );
     assert_eq!(floats.feature_storage(), FeatureStorage::F32);
 
     let (bytes_model, bytes_errors) = train_and_evaluate(&mut bytes, &splits, 256);
@@ -92,7 +104,10 @@ fn u8_matches_f32_on_mnist() {
     assert_eq!(bytes_model.weights, floats_model.weights);
     assert_eq!(bytes_model.bias, floats_model.bias);
     assert_eq!(bytes_errors, floats_errors);
-    assert!(floats_model.weights.iter().any(|&w| w != 0.0), "training must move the weights");
+    assert!(
+        floats_model.weights.iter().any(|&w| w != 0.0),
+        "training must move the weights"
+    );
 
     // 3000 rows of 784 features: 784 is a multiple of 4, so u8 takes exactly a quarter.
     assert_eq!(floats.feature_bytes(), 3000 * 784 * 4);
@@ -105,18 +120,30 @@ fn u8_packs_rows_of_odd_width() {
     // row counts leave partial words at the end of each split.
     for features in [3, 785] {
         let splits = byte_splits(features, [601, 203, 97]);
-        let Some(mut bytes) = gpu(&splits, 64, FeatureStorage::U8) else { return };
+        let Some(mut bytes) = gpu(&splits, 64, FeatureStorage::U8) else {
+            return;
+        };
         let mut floats = gpu(&splits, 64, FeatureStorage::F32).unwrap();
 
         let (bytes_model, bytes_errors) = train_and_evaluate(&mut bytes, &splits, 64);
         let (floats_model, floats_errors) = train_and_evaluate(&mut floats, &splits, 64);
-        assert_eq!(bytes_model.weights, floats_model.weights, "{features} features");
+        assert_eq!(
+            bytes_model.weights, floats_model.weights,
+            "{features} features"
+        );
         assert_eq!(bytes_model.bias, floats_model.bias, "{features} features");
         assert_eq!(bytes_errors, floats_errors, "{features} features");
 
-        let expected = [601, 203, 97].map(|rows: u64| (rows * features as u64).next_multiple_of(4)).iter().sum::<u64>();
+        let expected = [601, 203, 97]
+            .map(|rows: u64| (rows * features as u64).next_multiple_of(4))
+            .iter()
+            .sum::<u64>();
         assert_eq!(bytes.feature_bytes(), expected, "{features} features");
-        assert_eq!(floats.feature_bytes(), 901 * features as u64 * 4, "{features} features");
+        assert_eq!(
+            floats.feature_bytes(),
+            901 * features as u64 * 4,
+            "{features} features"
+        );
     }
 }
 
@@ -124,7 +151,9 @@ fn u8_packs_rows_of_odd_width() {
 fn u8_chunks_give_same_results() {
     let features = 785;
     let splits = byte_splits(features, [601, 203, 97]);
-    let Some(mut whole) = gpu(&splits, 64, FeatureStorage::U8) else { return };
+    let Some(mut whole) = gpu(&splits, 64, FeatureStorage::U8) else {
+        return;
+    };
     // 150 rows of 785 bytes fit: training chunks round down to 128 rows,
     // evaluation chunks hold 150 rows. With f32 storage only 37 rows fit.
     let options = GpuOptions::default()
@@ -134,8 +163,14 @@ fn u8_chunks_give_same_results() {
     let mut chunked = GpuBackend::new(&splits, options).unwrap();
     let train_chunks = chunked.chunk_rows(Split::Train);
     assert_eq!(train_chunks.len(), 601usize.div_ceil(128));
-    assert!(train_chunks.iter().all(|rows| rows.start % 128 == 0), "{train_chunks:?}");
-    assert_eq!(chunked.chunk_rows(Split::Validation)[..2], [0..150, 150..203]);
+    assert!(
+        train_chunks.iter().all(|rows| rows.start % 128 == 0),
+        "{train_chunks:?}"
+    );
+    assert_eq!(
+        chunked.chunk_rows(Split::Validation)[..2],
+        [0..150, 150..203]
+    );
     assert_eq!(whole.chunk_rows(Split::Train), vec![0..601]);
 
     let (whole_model, whole_errors) = train_and_evaluate(&mut whole, &splits, 64);
@@ -149,7 +184,10 @@ fn u8_chunks_give_same_results() {
     assert_eq!(chunked.feature_bytes(), expected);
     let unpadded = 901 * features as u64;
     assert!(expected > unpadded, "{expected} vs {unpadded}");
-    assert!(expected < unpadded + 4 * 8, "at most 3 padding bytes per chunk: {expected} vs {unpadded}");
+    assert!(
+        expected < unpadded + 4 * 8,
+        "at most 3 padding bytes per chunk: {expected} vs {unpadded}"
+    );
 }
 
 #[test]
@@ -160,10 +198,19 @@ fn auto_picks_f32_for_other_data() {
     let labels = splits.validation.labels().to_vec();
     splits.validation = Dataset::new("validation", values, labels, vec![3], CLASSES).unwrap();
 
-    let Some(backend) = gpu(&splits, 64, FeatureStorage::Auto) else { return };
+    let Some(backend) = gpu(&splits, 64, FeatureStorage::Auto) else {
+        return;
+    };
     assert_eq!(backend.feature_storage(), FeatureStorage::F32);
-    assert!(backend.description().ends_with(", features f32"), "{}", backend.description());
-    assert_eq!(backend.feature_bytes(), expected_feature_bytes(&backend, 3, FeatureStorage::F32));
+    assert!(
+        backend.description().ends_with(", features f32"),
+        "{}",
+        backend.description()
+    );
+    assert_eq!(
+        backend.feature_bytes(),
+        expected_feature_bytes(&backend, 3, FeatureStorage::F32)
+    );
 }
 
 #[test]
@@ -176,17 +223,37 @@ fn u8_rejects_other_data() {
     splits.validation = Dataset::new("validation", values, labels, vec![3], CLASSES).unwrap();
 
     // The data is checked before any adapter is requested, so this runs without a GPU.
-    let options = GpuOptions::default().with_batch_size(64).with_feature_storage(FeatureStorage::U8);
+    let options = GpuOptions::default()
+        .with_batch_size(64)
+        .with_feature_storage(FeatureStorage::U8);
     let error = GpuBackend::new(&splits, options).map(|_| ()).unwrap_err();
     let message = error.to_string();
-    assert!(matches!(error, Error::InvalidConfig { name: "feature-storage", .. }), "{message}");
-    assert!(message.contains("validation split has 0.3 at row 7, column 2"), "{message}");
+    assert!(
+        matches!(
+            error,
+            Error::InvalidConfig {
+                name: "feature-storage",
+                ..
+            }
+        ),
+        "{message}"
+    );
+    assert!(
+        message.contains("validation split has 0.3 at row 7, column 2"),
+        "{message}"
+    );
 }
 
 #[test]
 fn description_names_u8_storage() {
     let splits = byte_splits(3, [64, 20, 20]);
-    let Some(backend) = gpu(&splits, 64, FeatureStorage::Auto) else { return };
+    let Some(backend) = gpu(&splits, 64, FeatureStorage::Auto) else {
+        return;
+    };
     assert_eq!(backend.feature_storage(), FeatureStorage::U8);
-    assert!(backend.description().ends_with(", features u8"), "{}", backend.description());
+    assert!(
+        backend.description().ends_with(", features u8"),
+        "{}",
+        backend.description()
+    );
 }

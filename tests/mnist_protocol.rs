@@ -22,7 +22,10 @@ fn classic_protocol_reproduces_tutorial_figures() {
     let splits = shipped_mnist();
     let config = TrainConfig::default().with_drop_last(true);
     let mut backend = CpuBackend::new(&splits);
-    let trained = Trainer::new(config).unwrap().fit(&splits, &mut backend, |_| {}).unwrap();
+    let trained = Trainer::new(config)
+        .unwrap()
+        .fit(&splits, &mut backend, |_| {})
+        .unwrap();
     let report = &trained.report;
     assert_eq!(report.best_validation_error, 720.0 / 9600.0);
     assert_eq!(report.test_error, Some(719.0 / 9600.0));
@@ -32,17 +35,26 @@ fn classic_protocol_reproduces_tutorial_figures() {
     // The returned model is the best one, not the last: its errors on the
     // full splits are those of the reported run.
     let validation_errors = trained.model.error_rate(&splits.validation).unwrap() * 10_000.0;
-    assert!((700.0..=760.0).contains(&validation_errors.round()), "{validation_errors}");
+    assert!(
+        (700.0..=760.0).contains(&validation_errors.round()),
+        "{validation_errors}"
+    );
 }
 
 #[test]
 fn all_rows_protocol_matches_numpy_reference() {
     let splits = shipped_mnist();
     let mut backend = CpuBackend::new(&splits);
-    let trained = Trainer::new(TrainConfig::default()).unwrap().fit(&splits, &mut backend, |_| {}).unwrap();
+    let trained = Trainer::new(TrainConfig::default())
+        .unwrap()
+        .fit(&splits, &mut backend, |_| {})
+        .unwrap();
     let report = &trained.report;
     assert_eq!(report.best_validation_error, 748.0 / 10_000.0);
     assert_eq!(report.test_error, Some(780.0 / 10_000.0));
     assert_eq!(report.epochs, 86);
-    assert_eq!(trained.model.error_rate(&splits.test).unwrap(), 780.0 / 10_000.0);
+    assert_eq!(
+        trained.model.error_rate(&splits.test).unwrap(),
+        780.0 / 10_000.0
+    );
 }

@@ -3,7 +3,10 @@
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use wgpu_learn::cpu::CpuBackend;
-use wgpu_learn::{Backend, Batch, Dataset, Error, Evaluation, LogisticRegression, Split, Splits, TrainConfig, TrainEvent, Trainer};
+use wgpu_learn::{
+    Backend, Batch, Dataset, Error, Evaluation, LogisticRegression, Split, Splits, TrainConfig,
+    TrainEvent, Trainer,
+};
 
 /// A backend that records the calls it receives and returns validation
 /// errors from a script (repeating the last one).
@@ -14,6 +17,7 @@ struct ScriptedBackend {
     submissions: usize,
     kept: usize,
     stop_after_steps: Option<(usize, Arc<AtomicBool>)>,
+    orders: Vec<Option<Vec<u32>>>,
 }
 
 impl ScriptedBackend {
@@ -25,6 +29,7 @@ impl ScriptedBackend {
             submissions: 0,
             kept: 0,
             stop_after_steps: None,
+            orders: Vec::new(),
         }
     }
 }
@@ -66,19 +71,30 @@ impl Backend for ScriptedBackend {
         Ok(())
     }
 
-    fn best_model(&mut self) -> wgpu_learn::Result<LogisticRegression> {
-        Ok(LogisticRegression::zeros(vec![1], 2))
+    fn set_train_order(&mut self, order: Option<&[u32]>) -> wgpu_learn::Result<()> {
+        self.orders.push(order.map(<[u32]>::to_vec));
+        Ok(())
     }
 
-    fn current_model(&mut self) -> wgpu_learn::Result<LogisticRegression> {
+    fn best_model(&mut self) -> wgpu_learn::Result<wgpu_learn::Model> {
+        Ok(LogisticRegression::zeros(vec![1], 2).into())
+    }
+
+    fn current_model(&mut self) -> wgpu_learn::Result<wgpu_learn::Model> {
         self.best_model()
+    }
+
+    fn optimizer_state(&mut self) -> wgpu_learn::Result<wgpu_learn::OptimizerState> {
+        Ok(wgpu_learn::OptimizerState::default())
     }
 }
 
 /// Splits of one feature with `train`, `validation` and `test` rows.
 fn splits(train: usize, validation: usize, test: usize) -> Splits {
     let make = |rows: usize| {
-        let features: Vec<f32> = (0..rows).map(|r| if r % 2 == 0 { 1.0 } else { -1.0 }).collect();
+        let features: Vec<f32> = (0..rows)
+            .map(|r| if r % 2 == 0 { 1.0 } else { -1.0 })
+            .collect();
         let labels: Vec<u32> = (0..rows).map(|r| (r % 2) as u32).collect();
         Dataset::new("synthetic", features, labels, vec![1], 2).unwrap()
     };
@@ -94,7 +110,10 @@ fn stops_when_patience_runs_out_mid_epoch() {
     let data = splits(100, 10, 10);
     let config = TrainConfig::default().with_batch_size(10).with_patience(10);
     let mut backend = ScriptedBackend::new(vec![5]);
-    let trained = Trainer::new(config).unwrap().fit(&data, &mut backend, |_| {}).unwrap();
+    let trained = Trainer::new(config)
+        .unwrap()
+        .fit(&data, &mut backend, |_| {})
+        .unwrap();
     assert_eq!(backend.steps.len(), 11);
     assert_eq!(trained.report.iterations, 11);
     assert_eq!(trained.report.epochs, 2);
@@ -111,9 +130,15 @@ fn significant_improvement_extends_patience() {
     // 19 at iter 9 (patience 20 stays), 38 at iter 19, 58 at iter 29; then
     // the error stays at 7, so training stops after iteration 58.
     let data = splits(100, 10, 10);
-    let config = TrainConfig::default().with_batch_size(10).with_patience(20).with_validation_frequency(10);
+    let config = TrainConfig::default()
+        .with_batch_size(10)
+        .with_patience(20)
+        .with_validation_frequency(10);
     let mut backend = ScriptedBackend::new(vec![9, 8, 7]);
-    let trained = Trainer::new(config).unwrap().fit(&data, &mut backend, |_| {}).unwrap();
+    let trained = Trainer::new(config)
+        .unwrap()
+        .fit(&data, &mut backend, |_| {})
+        .unwrap();
     assert_eq!(trained.report.iterations, 59);
     assert_eq!(trained.report.epochs, 6);
     assert_eq!(backend.kept, 3);
@@ -125,9 +150,15 @@ fn insignificant_improvement_keeps_model_but_not_patience() {
     // 1000 -> 999 is better but not below 0.995 * 1000: the model is kept,
     // patience stays at 20, and training stops after iteration 20.
     let data = splits(10, 10_000, 10);
-    let config = TrainConfig::default().with_batch_size(1).with_patience(20).with_validation_frequency(10);
+    let config = TrainConfig::default()
+        .with_batch_size(1)
+        .with_patience(20)
+        .with_validation_frequency(10);
     let mut backend = ScriptedBackend::new(vec![1000, 999, 999]);
-    let trained = Trainer::new(config).unwrap().fit(&data, &mut backend, |_| {}).unwrap();
+    let trained = Trainer::new(config)
+        .unwrap()
+        .fit(&data, &mut backend, |_| {})
+        .unwrap();
     assert_eq!(backend.kept, 2);
     assert_eq!(trained.report.iterations, 21);
 }
@@ -135,15 +166,23 @@ fn insignificant_improvement_keeps_model_but_not_patience() {
 #[test]
 fn partial_last_batch_is_trained_unless_dropped() {
     let data = splits(25, 10, 10);
-    let config = TrainConfig::default().with_batch_size(10).with_max_epochs(1);
+    let config = TrainConfig::default()
+        .with_batch_size(10)
+        .with_max_epochs(1);
     let mut backend = ScriptedBackend::new(vec![1]);
-    Trainer::new(config.clone()).unwrap().fit(&data, &mut backend, |_| {}).unwrap();
+    Trainer::new(config.clone())
+        .unwrap()
+        .fit(&data, &mut backend, |_| {})
+        .unwrap();
     let lengths: Vec<usize> = backend.steps.iter().map(|b| b.len).collect();
     assert_eq!(lengths, vec![10, 10, 5]);
     assert_eq!(backend.steps[2].start, 20);
 
     let mut dropped = ScriptedBackend::new(vec![1]);
-    Trainer::new(config.with_drop_last(true)).unwrap().fit(&data, &mut dropped, |_| {}).unwrap();
+    Trainer::new(config.with_drop_last(true))
+        .unwrap()
+        .fit(&data, &mut dropped, |_| {})
+        .unwrap();
     let lengths: Vec<usize> = dropped.steps.iter().map(|b| b.len).collect();
     assert_eq!(lengths, vec![10, 10]);
 }
@@ -151,9 +190,15 @@ fn partial_last_batch_is_trained_unless_dropped() {
 #[test]
 fn one_submission_per_validation_interval() {
     let data = splits(100, 10, 10);
-    let config = TrainConfig::default().with_batch_size(10).with_max_epochs(3).with_validation_frequency(4);
+    let config = TrainConfig::default()
+        .with_batch_size(10)
+        .with_max_epochs(3)
+        .with_validation_frequency(4);
     let mut backend = ScriptedBackend::new(vec![1]);
-    Trainer::new(config).unwrap().fit(&data, &mut backend, |_| {}).unwrap();
+    Trainer::new(config)
+        .unwrap()
+        .fit(&data, &mut backend, |_| {})
+        .unwrap();
     // Each epoch of 10 steps is cut at validations (after iterations 3, 7,
     // 11, ...) and at epoch ends: epoch 1 = 4+4+2, epoch 2 = 2+4+4, epoch 3 = 4+4+2.
     assert_eq!(backend.steps.len(), 30);
@@ -164,10 +209,15 @@ fn one_submission_per_validation_interval() {
 #[test]
 fn events_follow_the_tutorial_order() {
     let data = splits(20, 10, 10);
-    let config = TrainConfig::default().with_batch_size(10).with_max_epochs(2);
+    let config = TrainConfig::default()
+        .with_batch_size(10)
+        .with_max_epochs(2);
     let mut backend = ScriptedBackend::new(vec![3, 2]);
     let mut events = Vec::new();
-    Trainer::new(config).unwrap().fit(&data, &mut backend, |e| events.push(e.clone())).unwrap();
+    Trainer::new(config)
+        .unwrap()
+        .fit(&data, &mut backend, |e| events.push(e.clone()))
+        .unwrap();
     let names: Vec<&str> = events
         .iter()
         .map(|e| match e {
@@ -178,7 +228,19 @@ fn events_follow_the_tutorial_order() {
             _ => "other",
         })
         .collect();
-    assert_eq!(names, ["epoch", "steps", "validated", "tested", "epoch", "steps", "validated", "tested"]);
+    assert_eq!(
+        names,
+        [
+            "epoch",
+            "steps",
+            "validated",
+            "tested",
+            "epoch",
+            "steps",
+            "validated",
+            "tested"
+        ]
+    );
     assert_eq!(
         events[2],
         TrainEvent::Validated {
@@ -198,7 +260,11 @@ fn stop_flag_interrupts_and_returns_best() {
     let config = TrainConfig::default().with_batch_size(10);
     let mut backend = ScriptedBackend::new(vec![1]);
     backend.stop_after_steps = Some((25, flag.clone()));
-    let trained = Trainer::new(config).unwrap().with_stop_flag(flag).fit(&data, &mut backend, |_| {}).unwrap();
+    let trained = Trainer::new(config)
+        .unwrap()
+        .with_stop_flag(flag)
+        .fit(&data, &mut backend, |_| {})
+        .unwrap();
     assert!(trained.report.interrupted);
     assert_eq!(trained.report.iterations, 30);
 }
@@ -206,12 +272,20 @@ fn stop_flag_interrupts_and_returns_best() {
 #[test]
 fn rejects_validation_set_smaller_than_a_batch() {
     let data = splits(100, 5, 10);
-    let config = TrainConfig::default().with_batch_size(10).with_drop_last(true);
-    let error = Trainer::new(config).unwrap().fit(&data, &mut ScriptedBackend::new(vec![1]), |_| {}).unwrap_err();
+    let config = TrainConfig::default()
+        .with_batch_size(10)
+        .with_drop_last(true);
+    let error = Trainer::new(config)
+        .unwrap()
+        .fit(&data, &mut ScriptedBackend::new(vec![1]), |_| {})
+        .unwrap_err();
     match error {
         Error::Dataset { name, reason } => {
             assert_eq!(name, "validation");
-            assert!(reason.contains("5 rows, fewer than one batch of 10"), "{reason}");
+            assert!(
+                reason.contains("5 rows, fewer than one batch of 10"),
+                "{reason}"
+            );
         }
         other => panic!("expected a dataset error, got {other:?}"),
     }
@@ -220,15 +294,26 @@ fn rejects_validation_set_smaller_than_a_batch() {
 #[test]
 fn rejects_empty_validation_set() {
     let data = splits(100, 0, 10);
-    let error = Trainer::new(TrainConfig::default()).unwrap().fit(&data, &mut ScriptedBackend::new(vec![1]), |_| {}).unwrap_err();
-    assert!(error.to_string().contains("validation set has no rows"), "{error}");
+    let error = Trainer::new(TrainConfig::default())
+        .unwrap()
+        .fit(&data, &mut ScriptedBackend::new(vec![1]), |_| {})
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("validation set has no rows"),
+        "{error}"
+    );
 }
 
 #[test]
 fn empty_test_set_reports_no_test_error() {
     let data = splits(20, 10, 0);
-    let config = TrainConfig::default().with_batch_size(10).with_max_epochs(1);
-    let trained = Trainer::new(config).unwrap().fit(&data, &mut ScriptedBackend::new(vec![1]), |_| {}).unwrap();
+    let config = TrainConfig::default()
+        .with_batch_size(10)
+        .with_max_epochs(1);
+    let trained = Trainer::new(config)
+        .unwrap()
+        .fit(&data, &mut ScriptedBackend::new(vec![1]), |_| {})
+        .unwrap();
     assert_eq!(trained.report.test_error, None);
 }
 
@@ -237,21 +322,36 @@ fn cpu_divergence_names_epoch_and_minibatch() {
     // Features near f32::MAX and a learning rate of 1e30 overflow the
     // weights in the first update.
     let rows = 40;
-    let features: Vec<f32> = (0..rows).map(|r| if r % 2 == 0 { 3e38 } else { -3e38 }).collect();
+    let features: Vec<f32> = (0..rows)
+        .map(|r| if r % 2 == 0 { 3e38 } else { -3e38 })
+        .collect();
     let labels: Vec<u32> = (0..rows).map(|r| (r % 2) as u32).collect();
     let data = Dataset::new("huge", features, labels, vec![1], 2).unwrap();
     let splits = Splits::new(data.clone(), data.clone(), data).unwrap();
-    let config = TrainConfig::default().with_batch_size(10).with_learning_rate(1e30);
+    let config = TrainConfig::default()
+        .with_batch_size(10)
+        .with_learning_rate(1e30);
     let mut backend = CpuBackend::new(&splits);
-    let error = Trainer::new(config).unwrap().fit(&splits, &mut backend, |_| {}).unwrap_err();
+    let error = Trainer::new(config)
+        .unwrap()
+        .fit(&splits, &mut backend, |_| {})
+        .unwrap_err();
     match error {
-        Error::Diverged { epoch, minibatch, .. } => assert_eq!((epoch, minibatch), (1, 1)),
+        Error::Diverged {
+            epoch, minibatch, ..
+        } => assert_eq!((epoch, minibatch), (1, 1)),
         other => panic!("expected divergence, got {other:?}"),
     }
     // Positive control: a sane learning rate trains without error.
-    let config = TrainConfig::default().with_batch_size(10).with_learning_rate(1e-40).with_max_epochs(2);
+    let config = TrainConfig::default()
+        .with_batch_size(10)
+        .with_learning_rate(1e-40)
+        .with_max_epochs(2);
     let mut backend = CpuBackend::new(&splits);
-    assert!(Trainer::new(config).unwrap().fit(&splits, &mut backend, |_| {}).is_ok());
+    assert!(Trainer::new(config)
+        .unwrap()
+        .fit(&splits, &mut backend, |_| {})
+        .is_ok());
 }
 
 #[test]
@@ -259,11 +359,18 @@ fn cpu_training_separates_toy_classes() {
     let data = splits(60, 20, 20);
     let config = TrainConfig::default().with_batch_size(7).with_max_epochs(5);
     let mut backend = CpuBackend::new(&data);
-    let trained = Trainer::new(config).unwrap().fit(&data, &mut backend, |_| {}).unwrap();
+    let trained = Trainer::new(config)
+        .unwrap()
+        .fit(&data, &mut backend, |_| {})
+        .unwrap();
     assert_eq!(trained.report.best_validation_error, 0.0);
     assert_eq!(trained.model.error_rate(&data.test).unwrap(), 0.0);
-    assert!(trained.model.weights[[0, 0]] > 0.0, "feature 0 votes for class 0");
-    assert!(trained.model.weights[[0, 1]] < 0.0, "feature 0 votes against class 1");
+    let model = trained.model.as_logistic().unwrap();
+    assert!(model.weights[[0, 0]] > 0.0, "feature 0 votes for class 0");
+    assert!(
+        model.weights[[0, 1]] < 0.0,
+        "feature 0 votes against class 1"
+    );
 }
 
 #[test]
@@ -271,7 +378,10 @@ fn one_row_training_set_trains() {
     let data = splits(1, 1, 1);
     let config = TrainConfig::default().with_max_epochs(3);
     let mut backend = CpuBackend::new(&data);
-    let trained = Trainer::new(config).unwrap().fit(&data, &mut backend, |_| {}).unwrap();
+    let trained = Trainer::new(config)
+        .unwrap()
+        .fit(&data, &mut backend, |_| {})
+        .unwrap();
     assert_eq!(trained.report.epochs, 3);
     assert_eq!(trained.report.iterations, 3);
     assert_eq!(trained.report.best_validation_error, 0.0);
@@ -286,7 +396,14 @@ fn model_rejects_label_beyond_its_classes() {
     let data = Dataset::new("labels to 10", features, labels, vec![1], 11).unwrap();
     let model = LogisticRegression::zeros(vec![1], 10);
     let error = model.error_rate(&data).unwrap_err();
-    assert!(error.to_string().contains("labels up to 10 but the model has 10 classes"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("labels up to 10 but the model has 10 classes"),
+        "{error}"
+    );
     // Positive control: an 11-class model accepts the data.
-    assert!(LogisticRegression::zeros(vec![1], 11).error_rate(&data).is_ok());
+    assert!(LogisticRegression::zeros(vec![1], 11)
+        .error_rate(&data)
+        .is_ok());
 }

@@ -65,7 +65,10 @@ impl Element for u8 {
         // exact too, as in `value`.
         unsafe {
             let bytes = _mm_loadl_epi64(pointer.cast::<__m128i>());
-            _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes)), _mm256_set1_ps(1.0 / 256.0))
+            _mm256_mul_ps(
+                _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(bytes)),
+                _mm256_set1_ps(1.0 / 256.0),
+            )
         }
     }
 }
@@ -104,8 +107,19 @@ impl FusedParams {
 /// returns the mean loss (NaN or infinite if a row's loss is not finite).
 ///
 /// Allocates its buffers for this one step; [`sgd_step_with`] reuses them.
-pub fn sgd_step<T: Element>(params: &mut FusedParams, x: &[T], labels: &[u32], learning_rate: f32) -> f32 {
-    sgd_step_with(&mut StepScratch::default(), params, x, labels, learning_rate)
+pub fn sgd_step<T: Element>(
+    params: &mut FusedParams,
+    x: &[T],
+    labels: &[u32],
+    learning_rate: f32,
+) -> f32 {
+    sgd_step_with(
+        &mut StepScratch::default(),
+        params,
+        x,
+        labels,
+        learning_rate,
+    )
 }
 
 /// Buffers that [`sgd_step_with`] keeps from one step to the next, so that a
@@ -138,7 +152,9 @@ pub fn sgd_step_with<T: Element>(
     let rows = labels.len();
     assert_eq!(x.len(), rows * d, "x must hold rows x d values");
     let scale = 1.0 / rows as f32;
-    scratch.blocks.resize_with(rows.div_ceil(BLOCK_ROWS), BlockScratch::default);
+    scratch
+        .blocks
+        .resize_with(rows.div_ceil(BLOCK_ROWS), BlockScratch::default);
     let blocks = &mut scratch.blocks[..rows.div_ceil(BLOCK_ROWS)];
 
     // Each block: logits, softmax gradient, then its share of the gradients.
@@ -156,7 +172,14 @@ pub fn sgd_step_with<T: Element>(
             }
             zero(&mut block.weight_grad, k * d);
             zero(&mut block.bias_grad, k);
-            accumulate_gradient(x_block, &block.grad, d, k, &mut block.weight_grad, &mut block.bias_grad);
+            accumulate_gradient(
+                x_block,
+                &block.grad,
+                d,
+                k,
+                &mut block.weight_grad,
+                &mut block.bias_grad,
+            );
         });
 
     // Add the block gradients in block order and apply the update.
@@ -204,7 +227,8 @@ pub fn count_errors<T: Element>(params: &FusedParams, x: &[T], labels: &[u32]) -
 pub fn logits<T: Element>(params: &FusedParams, x: &[T], out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             // SAFETY: the CPU supports the features that the function enables.
             unsafe { logits_avx2(params, x, out) };
             return;
@@ -262,13 +286,15 @@ unsafe fn logits_tile_avx2<T: Element, const R: usize, const C: usize>(
     use std::arch::x86_64::*;
     let (d, k) = (params.d, params.k);
     let x_rows: [&[T]; R] = std::array::from_fn(|r| &x[(row + r) * d..(row + r + 1) * d]);
-    let w_rows: [&[f32]; C] = std::array::from_fn(|c| &params.wt[(class + c) * d..(class + c + 1) * d]);
+    let w_rows: [&[f32]; C] =
+        std::array::from_fn(|c| &params.wt[(class + c) * d..(class + c + 1) * d]);
     let full = d / LANES * LANES;
     let mut acc = [[_mm256_setzero_ps(); C]; R];
     let mut start = 0;
     while start < full {
         // SAFETY: start + LANES <= full <= d, the length of every row slice.
-        let xs: [__m256; R] = std::array::from_fn(|r| unsafe { T::load8(x_rows[r].as_ptr().add(start)) });
+        let xs: [__m256; R] =
+            std::array::from_fn(|r| unsafe { T::load8(x_rows[r].as_ptr().add(start)) });
         for c in 0..C {
             // SAFETY: as above.
             let w = unsafe { _mm256_loadu_ps(w_rows[c].as_ptr().add(start)) };
@@ -321,11 +347,18 @@ fn logits_portable<T: Element>(params: &FusedParams, x: &[T], out: &mut [f32]) {
 
 /// Logits of `R` rows from `row` for `C` classes from `class`.
 #[inline(always)]
-fn logits_tile<T: Element, const R: usize, const C: usize>(params: &FusedParams, x: &[T], out: &mut [f32], row: usize, class: usize) {
+fn logits_tile<T: Element, const R: usize, const C: usize>(
+    params: &FusedParams,
+    x: &[T],
+    out: &mut [f32],
+    row: usize,
+    class: usize,
+) {
     let (d, k) = (params.d, params.k);
     let mut acc = [[[0.0f32; LANES]; C]; R];
     let x_rows: [&[T]; R] = std::array::from_fn(|r| &x[(row + r) * d..(row + r + 1) * d]);
-    let w_rows: [&[f32]; C] = std::array::from_fn(|c| &params.wt[(class + c) * d..(class + c + 1) * d]);
+    let w_rows: [&[f32]; C] =
+        std::array::from_fn(|c| &params.wt[(class + c) * d..(class + c + 1) * d]);
     let full = d / LANES * LANES;
     for start in (0..full).step_by(LANES) {
         // SAFETY: start + LANES <= full <= d, the length of every row slice.
@@ -343,7 +376,9 @@ fn logits_tile<T: Element, const R: usize, const C: usize>(params: &FusedParams,
     for i in full..d {
         for c in 0..C {
             for r in 0..R {
-                acc[r][c][i - full] = x_rows[r][i].value().mul_add(w_rows[c][i], acc[r][c][i - full]);
+                acc[r][c][i - full] = x_rows[r][i]
+                    .value()
+                    .mul_add(w_rows[c][i], acc[r][c][i - full]);
             }
         }
     }
@@ -363,16 +398,25 @@ unsafe fn load_lanes<T: Element>(values: &[T], start: usize) -> Lanes {
     debug_assert!(start + LANES <= values.len());
     // SAFETY: the caller keeps the read inside `values`, and read_unaligned
     // has no alignment requirement.
-    let raw: [T; LANES] = unsafe { std::ptr::read_unaligned(values.as_ptr().add(start).cast::<[T; LANES]>()) };
+    let raw: [T; LANES] =
+        unsafe { std::ptr::read_unaligned(values.as_ptr().add(start).cast::<[T; LANES]>()) };
     raw.map(Element::value)
 }
 
 /// Adds `g^T x` to `weight_grad` (`k x d`) and the column sums of `g` to
 /// `bias_grad`, for the rows of one block; rows are summed in order.
-fn accumulate_gradient<T: Element>(x: &[T], g: &[f32], d: usize, k: usize, weight_grad: &mut [f32], bias_grad: &mut [f32]) {
+fn accumulate_gradient<T: Element>(
+    x: &[T],
+    g: &[f32],
+    d: usize,
+    k: usize,
+    weight_grad: &mut [f32],
+    bias_grad: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             // SAFETY: the CPU supports the features that the function enables.
             unsafe { accumulate_gradient_avx2(x, g, d, k, weight_grad, bias_grad) };
             return;
@@ -383,7 +427,14 @@ fn accumulate_gradient<T: Element>(x: &[T], g: &[f32], d: usize, k: usize, weigh
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn accumulate_gradient_avx2<T: Element>(x: &[T], g: &[f32], d: usize, k: usize, weight_grad: &mut [f32], bias_grad: &mut [f32]) {
+unsafe fn accumulate_gradient_avx2<T: Element>(
+    x: &[T],
+    g: &[f32],
+    d: usize,
+    k: usize,
+    weight_grad: &mut [f32],
+    bias_grad: &mut [f32],
+) {
     // Same tiles and arithmetic as `accumulate_gradient_portable`.
     let mut class = 0;
     while class < k {
@@ -423,13 +474,21 @@ unsafe fn gradient_tile_avx2<T: Element, const C: usize>(
     while start < pairs {
         let column = |c: usize| (class + c) * d + start;
         // SAFETY: column(c) + 2 * LANES <= (class + c) * d + d, inside weight_grad.
-        let mut low: [__m256; C] = std::array::from_fn(|c| unsafe { _mm256_loadu_ps(weight_grad.as_ptr().add(column(c))) });
-        let mut high: [__m256; C] =
-            std::array::from_fn(|c| unsafe { _mm256_loadu_ps(weight_grad.as_ptr().add(column(c) + LANES)) });
+        let mut low: [__m256; C] = std::array::from_fn(|c| unsafe {
+            _mm256_loadu_ps(weight_grad.as_ptr().add(column(c)))
+        });
+        let mut high: [__m256; C] = std::array::from_fn(|c| unsafe {
+            _mm256_loadu_ps(weight_grad.as_ptr().add(column(c) + LANES))
+        });
         for r in 0..rows {
             let x_row = &x[r * d..(r + 1) * d];
             // SAFETY: start + 2 * LANES <= pairs <= d, the length of x_row.
-            let (x_low, x_high) = unsafe { (T::load8(x_row.as_ptr().add(start)), T::load8(x_row.as_ptr().add(start + LANES))) };
+            let (x_low, x_high) = unsafe {
+                (
+                    T::load8(x_row.as_ptr().add(start)),
+                    T::load8(x_row.as_ptr().add(start + LANES)),
+                )
+            };
             let g_row = &g[r * k + class..r * k + class + C];
             for c in 0..C {
                 let scale = _mm256_set1_ps(g_row[c]);
@@ -458,7 +517,14 @@ unsafe fn gradient_tile_avx2<T: Element, const C: usize>(
 }
 
 #[inline(always)]
-fn accumulate_gradient_portable<T: Element>(x: &[T], g: &[f32], d: usize, k: usize, weight_grad: &mut [f32], bias_grad: &mut [f32]) {
+fn accumulate_gradient_portable<T: Element>(
+    x: &[T],
+    g: &[f32],
+    d: usize,
+    k: usize,
+    weight_grad: &mut [f32],
+    bias_grad: &mut [f32],
+) {
     let mut class = 0;
     while class < k {
         let group = (k - class).min(5);
@@ -478,16 +544,27 @@ fn accumulate_gradient_portable<T: Element>(x: &[T], g: &[f32], d: usize, k: usi
 
 /// Weight gradient of `C` classes from `class`, sixteen features at a time.
 #[inline(always)]
-fn gradient_tile<T: Element, const C: usize>(x: &[T], g: &[f32], d: usize, k: usize, class: usize, weight_grad: &mut [f32]) {
+fn gradient_tile<T: Element, const C: usize>(
+    x: &[T],
+    g: &[f32],
+    d: usize,
+    k: usize,
+    class: usize,
+    weight_grad: &mut [f32],
+) {
     let rows = g.len() / k;
     let pairs = d / (2 * LANES) * (2 * LANES);
     for start in (0..pairs).step_by(2 * LANES) {
-        let mut low: [Lanes; C] = std::array::from_fn(|c| lanes(&weight_grad[(class + c) * d + start..][..LANES]));
-        let mut high: [Lanes; C] = std::array::from_fn(|c| lanes(&weight_grad[(class + c) * d + start + LANES..][..LANES]));
+        let mut low: [Lanes; C] =
+            std::array::from_fn(|c| lanes(&weight_grad[(class + c) * d + start..][..LANES]));
+        let mut high: [Lanes; C] = std::array::from_fn(|c| {
+            lanes(&weight_grad[(class + c) * d + start + LANES..][..LANES])
+        });
         for r in 0..rows {
             let x_row = &x[r * d..(r + 1) * d];
             // SAFETY: start + 2 * LANES <= pairs <= d, the length of x_row.
-            let (x_low, x_high) = unsafe { (load_lanes(x_row, start), load_lanes(x_row, start + LANES)) };
+            let (x_low, x_high) =
+                unsafe { (load_lanes(x_row, start), load_lanes(x_row, start + LANES)) };
             let g_row = &g[r * k + class..r * k + class + C];
             for c in 0..C {
                 let scale = g_row[c];
@@ -547,7 +624,12 @@ fn lanes(values: &[f32]) -> Lanes {
 /// Sums the lanes pairwise in a fixed order.
 #[inline(always)]
 fn sum_lanes(acc: &Lanes) -> f32 {
-    let quad = [acc[0] + acc[4], acc[1] + acc[5], acc[2] + acc[6], acc[3] + acc[7]];
+    let quad = [
+        acc[0] + acc[4],
+        acc[1] + acc[5],
+        acc[2] + acc[6],
+        acc[3] + acc[7],
+    ];
     (quad[0] + quad[2]) + (quad[1] + quad[3])
 }
 
@@ -585,18 +667,28 @@ mod tests {
             let mut weights = Array2::from_shape_fn((d, k), |(i, c)| params.wt[c * d + i]);
             let mut bias = Array1::from_vec(params.bias.clone());
             let x_view = ArrayView2::from_shape((rows, d), &x).unwrap();
-            let expected_loss = ops::sgd_step(x_view, &labels, weights.view_mut(), bias.view_mut(), 0.1);
+            let expected_loss =
+                ops::sgd_step(x_view, &labels, weights.view_mut(), bias.view_mut(), 0.1);
             let loss = sgd_step(&mut params, &x, &labels, 0.1);
 
-            assert!((loss - expected_loss).abs() <= 1e-5 + 1e-5 * expected_loss.abs(), "{rows}x{d}x{k}: loss {loss} vs {expected_loss}");
+            assert!(
+                (loss - expected_loss).abs() <= 1e-5 + 1e-5 * expected_loss.abs(),
+                "{rows}x{d}x{k}: loss {loss} vs {expected_loss}"
+            );
             for i in 0..d {
                 for c in 0..k {
                     let (got, want) = (params.wt[c * d + i], weights[[i, c]]);
-                    assert!((got - want).abs() <= 1e-5 + 1e-5 * want.abs(), "{rows}x{d}x{k}: w[{i},{c}] {got} vs {want}");
+                    assert!(
+                        (got - want).abs() <= 1e-5 + 1e-5 * want.abs(),
+                        "{rows}x{d}x{k}: w[{i},{c}] {got} vs {want}"
+                    );
                 }
             }
             for c in 0..k {
-                assert!((params.bias[c] - bias[c]).abs() <= 1e-5, "{rows}x{d}x{k}: b[{c}]");
+                assert!(
+                    (params.bias[c] - bias[c]).abs() <= 1e-5,
+                    "{rows}x{d}x{k}: b[{c}]"
+                );
             }
         }
     }
@@ -612,7 +704,13 @@ mod tests {
         // Batch sizes that grow and shrink the block list between steps.
         for rows in [600, 130, 1, 600] {
             let loss_fresh = sgd_step(&mut fresh, &x[..rows * d], &labels[..rows], 0.3);
-            let loss_reused = sgd_step_with(&mut scratch, &mut reused, &x[..rows * d], &labels[..rows], 0.3);
+            let loss_reused = sgd_step_with(
+                &mut scratch,
+                &mut reused,
+                &x[..rows * d],
+                &labels[..rows],
+                0.3,
+            );
             assert_eq!(loss_fresh.to_bits(), loss_reused.to_bits(), "{rows} rows");
             assert_eq!(fresh, reused, "{rows} rows");
         }
@@ -624,7 +722,10 @@ mod tests {
         let x = pseudo_random(rows * d, 4);
         let labels: Vec<u32> = (0..rows as u32).map(|r| r % k as u32).collect();
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
             pool.install(|| {
                 let mut params = FusedParams::zeros(d, k);
                 for _ in 0..3 {
@@ -660,11 +761,18 @@ mod tests {
 
     #[test]
     fn softmax_gradient_is_finite_for_extreme_logits() {
-        let cases: [([f32; 3], usize); 3] = [([90.0, 2.0, -2.0], 0), ([1000.0, 0.0, -1000.0], 2), ([-1000.0, -1000.0, -1000.0], 1)];
+        let cases: [([f32; 3], usize); 3] = [
+            ([90.0, 2.0, -2.0], 0),
+            ([1000.0, 0.0, -1000.0], 2),
+            ([-1000.0, -1000.0, -1000.0], 1),
+        ];
         for (logits, label) in cases {
             let mut row = logits;
             let loss = softmax_nll_grad(&mut row, label, 1.0);
-            assert!(loss.is_finite() && row.iter().all(|g| g.is_finite()), "{logits:?}: {loss} {row:?}");
+            assert!(
+                loss.is_finite() && row.iter().all(|g| g.is_finite()),
+                "{logits:?}: {loss} {row:?}"
+            );
         }
         let mut row = [1000.0f32, 0.0, -1000.0];
         assert_eq!(softmax_nll_grad(&mut row, 2, 1.0), 2000.0);
@@ -677,7 +785,9 @@ mod tests {
     #[test]
     fn byte_features_match_f32_bit_for_bit() {
         let (rows, d, k) = (203, 785, 10);
-        let bytes: Vec<u8> = (0..rows * d).map(|i| ((i * 131 + i / 7) % 256) as u8).collect();
+        let bytes: Vec<u8> = (0..rows * d)
+            .map(|i| ((i * 131 + i / 7) % 256) as u8)
+            .collect();
         let floats: Vec<f32> = bytes.iter().map(|&b| b.value()).collect();
         let labels: Vec<u32> = (0..rows as u32).map(|r| (r * 3) % k as u32).collect();
         let mut from_bytes = FusedParams::zeros(d, k);
@@ -688,7 +798,10 @@ mod tests {
             assert_eq!(loss_bytes.to_bits(), loss_floats.to_bits());
         }
         assert_eq!(from_bytes, from_floats);
-        assert_eq!(count_errors(&from_bytes, &bytes, &labels), count_errors(&from_floats, &floats, &labels));
+        assert_eq!(
+            count_errors(&from_bytes, &bytes, &labels),
+            count_errors(&from_floats, &floats, &labels)
+        );
     }
 
     #[test]
@@ -704,6 +817,9 @@ mod tests {
         let expected = ops::count_errors(logits.view(), &labels);
         assert_eq!(count_errors(&params, &x, &labels), expected);
         assert!(expected > 0, "the random model must make some errors");
-        assert!(expected < rows as u64, "the random model must get some rows right");
+        assert!(
+            expected < rows as u64,
+            "the random model must get some rows right"
+        );
     }
 }

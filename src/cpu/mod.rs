@@ -2,6 +2,7 @@
 
 mod backend;
 pub mod fused;
+pub mod network;
 pub mod ops;
 
 pub use backend::CpuBackend;

@@ -16,7 +16,11 @@ use rayon::prelude::*;
 pub const ROW_BLOCK: usize = 128;
 
 /// Computes `x · weights + bias`, an `n x k` matrix of logits.
-pub fn logits(x: ArrayView2<'_, f32>, weights: ArrayView2<'_, f32>, bias: ArrayView1<'_, f32>) -> Array2<f32> {
+pub fn logits(
+    x: ArrayView2<'_, f32>,
+    weights: ArrayView2<'_, f32>,
+    bias: ArrayView1<'_, f32>,
+) -> Array2<f32> {
     let mut out = Array2::<f32>::zeros((x.nrows(), weights.ncols()));
     out.axis_chunks_iter_mut(Axis(0), ROW_BLOCK)
         .into_par_iter()
@@ -31,12 +35,15 @@ pub fn logits(x: ArrayView2<'_, f32>, weights: ArrayView2<'_, f32>, bias: ArrayV
 /// Replaces each row of logits by its softmax, computed as
 /// `exp(z - max(z)) / sum(exp(z - max(z)))` so that no exponent overflows.
 pub fn softmax_in_place(mut logits: ArrayViewMut2<'_, f32>) {
-    logits.axis_iter_mut(Axis(0)).into_par_iter().for_each(|mut row| {
-        let max = row_max(row.view());
-        row.mapv_inplace(|z| (z - max).exp());
-        let sum: f32 = row.iter().sum();
-        row.mapv_inplace(|e| e / sum);
-    });
+    logits
+        .axis_iter_mut(Axis(0))
+        .into_par_iter()
+        .for_each(|mut row| {
+            let max = row_max(row.view());
+            row.mapv_inplace(|z| (z - max).exp());
+            let sum: f32 = row.iter().sum();
+            row.mapv_inplace(|e| e / sum);
+        });
 }
 
 /// Returns the row-wise softmax of `logits`.
@@ -55,7 +62,11 @@ pub fn softmax(logits: ArrayView2<'_, f32>) -> Array2<f32> {
 ///
 /// # Panics
 /// If `labels.len() != logits.nrows()` or a label is not below `logits.ncols()`.
-pub fn softmax_nll_grad_in_place(mut logits: ArrayViewMut2<'_, f32>, labels: &[u32], scale: f32) -> Vec<f32> {
+pub fn softmax_nll_grad_in_place(
+    mut logits: ArrayViewMut2<'_, f32>,
+    labels: &[u32],
+    scale: f32,
+) -> Vec<f32> {
     assert_eq!(labels.len(), logits.nrows(), "one label per row");
     let mut losses = vec![0.0f32; labels.len()];
     logits
@@ -84,7 +95,10 @@ fn softmax_nll_grad_row(mut row: ArrayViewMut1<'_, f32>, label: usize, scale: f3
 ///
 /// Rows are summed per block of [`ROW_BLOCK`] rows, then the block sums in
 /// order, so the result is the same on any number of threads.
-pub fn weight_grad(x: ArrayView2<'_, f32>, grad: ArrayView2<'_, f32>) -> (Array2<f32>, Array1<f32>) {
+pub fn weight_grad(
+    x: ArrayView2<'_, f32>,
+    grad: ArrayView2<'_, f32>,
+) -> (Array2<f32>, Array1<f32>) {
     assert_eq!(x.nrows(), grad.nrows(), "x and grad need the same rows");
     let partials: Vec<(Array2<f32>, Array1<f32>)> = x
         .axis_chunks_iter(Axis(0), ROW_BLOCK)
@@ -109,8 +123,12 @@ pub fn sgd_update(
     bias_grad: ArrayView1<'_, f32>,
     learning_rate: f32,
 ) {
-    Zip::from(&mut weights).and(&weight_grad).for_each(|w, &g| *w -= learning_rate * g);
-    Zip::from(&mut bias).and(&bias_grad).for_each(|b, &g| *b -= learning_rate * g);
+    Zip::from(&mut weights)
+        .and(&weight_grad)
+        .for_each(|w, &g| *w -= learning_rate * g);
+    Zip::from(&mut bias)
+        .and(&bias_grad)
+        .for_each(|b, &g| *b -= learning_rate * g);
 }
 
 /// Returns the index of the largest value in each row; the first one wins a
@@ -187,7 +205,11 @@ mod tests {
 
     #[test]
     fn softmax_is_finite_for_extreme_logits() {
-        let logits = array![[90.0f32, 2.0, -2.0], [1000.0, 0.0, -1000.0], [-1000.0, -1000.0, -1000.0]];
+        let logits = array![
+            [90.0f32, 2.0, -2.0],
+            [1000.0, 0.0, -1000.0],
+            [-1000.0, -1000.0, -1000.0]
+        ];
         let p = softmax(logits.view());
         assert!(p.iter().all(|v| v.is_finite()));
         assert!((p[[0, 0]] - 1.0).abs() < 1e-6);
@@ -241,7 +263,10 @@ mod tests {
         let x = Array2::from_shape_fn((n, d), |(r, c)| (((r * 31 + c * 17) % 97) as f32).sin());
         let labels: Vec<u32> = (0..n as u32).map(|r| r % k as u32).collect();
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(threads)
+                .build()
+                .unwrap();
             pool.install(|| {
                 let mut w = Array2::<f32>::zeros((d, k));
                 let mut b = Array1::<f32>::zeros(k);
@@ -255,6 +280,9 @@ mod tests {
         let (w3, b3) = run(3);
         assert_eq!(w1, w3);
         assert_eq!(b1, b3);
-        assert!(w1.iter().any(|&v| v != 0.0), "the steps must change the weights");
+        assert!(
+            w1.iter().any(|&v| v != 0.0),
+            "the steps must change the weights"
+        );
     }
 }

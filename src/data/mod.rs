@@ -64,7 +64,11 @@ impl Dataset {
                 features.len()
             )));
         }
-        if let Some((index, label)) = labels.iter().enumerate().find(|(_, &l)| l as usize >= classes) {
+        if let Some((index, label)) = labels
+            .iter()
+            .enumerate()
+            .find(|(_, &l)| l as usize >= classes)
+        {
             return Err(fail(format!(
                 "label {label} at index {index} is outside 0..={}",
                 classes - 1
@@ -98,7 +102,10 @@ impl Dataset {
 
     /// Number of features per row (the product of [`Dataset::sample_shape`]).
     pub fn n_features(&self) -> usize {
-        self.features.len().checked_div(self.len()).unwrap_or_else(|| self.sample_shape.iter().product())
+        self.features
+            .len()
+            .checked_div(self.len())
+            .unwrap_or_else(|| self.sample_shape.iter().product())
     }
 
     /// Number of classes; labels are in `0..n_classes()`.
@@ -231,7 +238,10 @@ impl Splits {
                 reason: "the training set has no rows".to_string(),
             });
         }
-        let classes = train.n_classes().max(validation.n_classes()).max(test.n_classes());
+        let classes = train
+            .n_classes()
+            .max(validation.n_classes())
+            .max(test.n_classes());
         Ok(Splits {
             train: train.with_classes(classes),
             validation: validation.with_classes(classes),
@@ -264,7 +274,14 @@ mod tests {
     use super::*;
 
     fn tiny() -> Dataset {
-        Dataset::new("tiny", vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0], vec![0, 1, 2], vec![2], 3).unwrap()
+        Dataset::new(
+            "tiny",
+            vec![0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+            vec![0, 1, 2],
+            vec![2],
+            3,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -287,14 +304,21 @@ mod tests {
 
     #[test]
     fn dataset_rejects_non_finite_feature() {
-        let error = Dataset::new("d", vec![0.0, 0.0, 0.0, f32::NAN], vec![0, 1], vec![2], 2).unwrap_err();
-        assert!(error.to_string().contains("row 1, column 1 is NaN"), "{error}");
+        let error =
+            Dataset::new("d", vec![0.0, 0.0, 0.0, f32::NAN], vec![0, 1], vec![2], 2).unwrap_err();
+        assert!(
+            error.to_string().contains("row 1, column 1 is NaN"),
+            "{error}"
+        );
     }
 
     #[test]
     fn dataset_rejects_length_mismatch() {
         let error = Dataset::new("d", vec![0.0; 5], vec![0, 1], vec![2], 2).unwrap_err();
-        assert!(error.to_string().contains("2 labels need 2 x 2 features"), "{error}");
+        assert!(
+            error.to_string().contains("2 labels need 2 x 2 features"),
+            "{error}"
+        );
     }
 
     #[test]

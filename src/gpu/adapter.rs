@@ -43,7 +43,10 @@ impl AdapterInfoSummary {
 
     /// Returns whether this is a hardware GPU, that is a discrete or integrated one.
     pub fn is_hardware(&self) -> bool {
-        matches!(self.device_type, wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu)
+        matches!(
+            self.device_type,
+            wgpu::DeviceType::DiscreteGpu | wgpu::DeviceType::IntegratedGpu
+        )
     }
 }
 
@@ -51,7 +54,11 @@ impl std::fmt::Display for AdapterInfoSummary {
     /// Formats as `name (backend, type)`, for example
     /// `llvmpipe (LLVM 15.0.6, 256 bits) (Vulkan, Cpu)`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({:?}, {:?})", self.name, self.backend, self.device_type)
+        write!(
+            f,
+            "{} ({:?}, {:?})",
+            self.name, self.backend, self.device_type
+        )
     }
 }
 
@@ -133,7 +140,10 @@ fn enumerate(instance: &wgpu::Instance) -> Vec<wgpu::Adapter> {
 
 /// Lists every adapter that wgpu finds, in enumeration order.
 pub fn list_adapters() -> Vec<AdapterInfoSummary> {
-    enumerate(&new_instance()).iter().map(AdapterInfoSummary::from_adapter).collect()
+    enumerate(&new_instance())
+        .iter()
+        .map(AdapterInfoSummary::from_adapter)
+        .collect()
 }
 
 /// Returns the adapter that [`GpuBackend::new`](super::GpuBackend::new)
@@ -149,9 +159,15 @@ pub fn find_adapter(request: &AdapterRequest) -> Result<AdapterInfoSummary> {
 
 /// Chooses the best-ranked adapter that `request` accepts; ties keep the
 /// enumeration order.
-pub(crate) fn select_adapter(instance: &wgpu::Instance, request: &AdapterRequest) -> Result<wgpu::Adapter> {
+pub(crate) fn select_adapter(
+    instance: &wgpu::Instance,
+    request: &AdapterRequest,
+) -> Result<wgpu::Adapter> {
     let adapters = enumerate(instance);
-    let summaries: Vec<AdapterInfoSummary> = adapters.iter().map(AdapterInfoSummary::from_adapter).collect();
+    let summaries: Vec<AdapterInfoSummary> = adapters
+        .iter()
+        .map(AdapterInfoSummary::from_adapter)
+        .collect();
     let chosen = summaries
         .iter()
         .enumerate()
@@ -159,7 +175,10 @@ pub(crate) fn select_adapter(instance: &wgpu::Instance, request: &AdapterRequest
         .min_by_key(|(index, summary)| (device_type_rank(summary.device_type), *index))
         .map(|(index, _)| index);
     match chosen {
-        Some(index) => Ok(adapters.into_iter().nth(index).expect("index comes from this list")),
+        Some(index) => Ok(adapters
+            .into_iter()
+            .nth(index)
+            .expect("index comes from this list")),
         None => Err(no_adapter_error(request, &summaries)),
     }
 }
@@ -177,7 +196,11 @@ fn no_adapter_error(request: &AdapterRequest, found: &[AdapterInfoSummary]) -> E
     let listed = if found.is_empty() {
         "none".to_string()
     } else {
-        found.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+        found
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
     };
     Error::NoAdapter {
         reason: format!(
@@ -214,14 +237,24 @@ mod tests {
     #[test]
     fn name_filter_ignores_case() {
         let gpu = summary("NVIDIA GeForce RTX 3060", wgpu::DeviceType::DiscreteGpu);
-        assert!(AdapterRequest::any().with_name_contains("rtx").accepts(&gpu));
-        assert!(!AdapterRequest::any().with_name_contains("radeon").accepts(&gpu));
+        assert!(AdapterRequest::any()
+            .with_name_contains("rtx")
+            .accepts(&gpu));
+        assert!(!AdapterRequest::any()
+            .with_name_contains("radeon")
+            .accepts(&gpu));
     }
 
     #[test]
     fn hardware_ranks_before_software() {
-        assert!(device_type_rank(wgpu::DeviceType::IntegratedGpu) < device_type_rank(wgpu::DeviceType::Cpu));
-        assert!(device_type_rank(wgpu::DeviceType::DiscreteGpu) < device_type_rank(wgpu::DeviceType::IntegratedGpu));
+        assert!(
+            device_type_rank(wgpu::DeviceType::IntegratedGpu)
+                < device_type_rank(wgpu::DeviceType::Cpu)
+        );
+        assert!(
+            device_type_rank(wgpu::DeviceType::DiscreteGpu)
+                < device_type_rank(wgpu::DeviceType::IntegratedGpu)
+        );
     }
 
     #[test]
@@ -229,7 +262,10 @@ mod tests {
         let found = [summary("llvmpipe", wgpu::DeviceType::Cpu)];
         let message = no_adapter_error(&AdapterRequest::hardware_only(), &found).to_string();
         assert!(message.contains("llvmpipe (Vulkan, Cpu)"), "{message}");
-        assert!(message.contains("apt-get install mesa-vulkan-drivers"), "{message}");
+        assert!(
+            message.contains("apt-get install mesa-vulkan-drivers"),
+            "{message}"
+        );
         let message = no_adapter_error(&AdapterRequest::any(), &[]).to_string();
         assert!(message.contains("adapters found: none"), "{message}");
     }

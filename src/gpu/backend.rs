@@ -9,12 +9,15 @@ use wgpu::util::DeviceExt;
 use super::adapter::AdapterRequest;
 use super::chunks::{pieces, plan_chunks, ChunkLimit};
 use super::context::GpuContext;
-use super::kernels::{Bindings, Kernel, Kernels, Params, STATUS_ERRORS, STATUS_FIRST_NON_FINITE_STEP, STATUS_LEN};
+use super::kernels::{
+    Bindings, Kernel, Kernels, Params, STATUS_ERRORS, STATUS_FIRST_NON_FINITE_STEP, STATUS_LEN,
+};
 use super::storage::{self, FeatureStorage};
 use crate::backend::{Backend, Batch, Evaluation};
 use crate::data::{Dataset, Split, Splits};
 use crate::error::{Error, Result};
-use crate::model::LogisticRegression;
+use crate::model::{LogisticRegression, Model};
+use crate::optim::OptimizerState;
 
 /// Settings of [`GpuBackend::new`].
 #[derive(Clone, Debug, PartialEq)]
@@ -189,11 +192,26 @@ impl GpuBackend {
         let classes = splits.n_classes();
         let mut counters = GpuCounters::default();
 
-        let model = create_model_buffers(&context, features, classes, options.batch_size, &mut counters)?;
+        let model = create_model_buffers(
+            &context,
+            features,
+            classes,
+            options.batch_size,
+            &mut counters,
+        )?;
         let limit = ChunkLimit::new(context.limits(), options.max_chunk_bytes);
         let mut upload = |split: Split, rows_multiple: usize, what: &str| {
             let bytes = split_bytes.as_ref().map(|all| all.get(split));
-            upload_split(&context, split, splits.get(split), bytes, rows_multiple, &limit, what, &mut counters)
+            upload_split(
+                &context,
+                split,
+                splits.get(split),
+                bytes,
+                rows_multiple,
+                &limit,
+                what,
+                &mut counters,
+            )
         };
         let train = upload(Split::Train, options.batch_size, "a training batch")?;
         let validation = upload(Split::Validation, 1, "one row")?;
@@ -307,7 +325,12 @@ impl GpuBackend {
 
     /// Checks that `batch` lies within `split` and is not empty.
     fn check_batch(&self, split: &SplitBuffers, batch: &Batch) -> Result<()> {
-        if batch.len == 0 || batch.start.checked_add(batch.len).is_none_or(|end| end > split.rows) {
+        if batch.len == 0
+            || batch
+                .start
+                .checked_add(batch.len)
+                .is_none_or(|end| end > split.rows)
+        {
             return Err(Error::Shape {
                 reason: format!(
                     "batch of rows {}..{} is empty or outside the {} split's {} rows",
@@ -322,7 +345,11 @@ impl GpuBackend {
     }
 
     /// Builds the chunk index and [`Params`] of each training step.
-    fn plan_train_steps(&self, batches: &[Batch], learning_rate: f32) -> Result<Vec<(usize, Params)>> {
+    fn plan_train_steps(
+        &self,
+        batches: &[Batch],
+        learning_rate: f32,
+    ) -> Result<Vec<(usize, Params)>> {
         let mut steps = Vec::with_capacity(batches.len());
         for (index, batch) in batches.iter().enumerate() {
             self.check_batch(&self.train, batch)?;
@@ -366,7 +393,11 @@ impl GpuBackend {
 
     /// Builds the chunk index and [`Params`] of each evaluation dispatch,
     /// splitting batches at chunk boundaries.
-    fn plan_evaluation(&self, split: &SplitBuffers, batches: &[Batch]) -> Result<Vec<(usize, Params)>> {
+    fn plan_evaluation(
+        &self,
+        split: &SplitBuffers,
+        batches: &[Batch],
+    ) -> Result<Vec<(usize, Params)>> {
         let mut dispatches = Vec::new();
         for batch in batches {
             self.check_batch(split, batch)?;
@@ -397,7 +428,11 @@ impl GpuBackend {
 
     /// Reads `weights` and `bias` buffers back into a model.
     fn read_model(&mut self, best: bool) -> Result<LogisticRegression> {
-        let operation = if best { "reading the best model" } else { "reading the model" };
+        let operation = if best {
+            "reading the best model"
+        } else {
+            "reading the model"
+        };
         let (weights, bias) = if best {
             (&self.model.best_weights, &self.model.best_bias)
         } else {
@@ -405,23 +440,32 @@ impl GpuBackend {
         };
         let read_back = &self.model.model_read_back;
         let submission = self.context.scoped(operation, || {
-            let mut encoder = self.context.device().create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("model read-back commands"),
-            });
+            let mut encoder =
+                self.context
+                    .device()
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("model read-back commands"),
+                    });
             encoder.copy_buffer_to_buffer(weights, 0, read_back, 0, weights.size());
             encoder.copy_buffer_to_buffer(bias, 0, read_back, weights.size(), bias.size());
             self.context.queue().submit([encoder.finish()])
         })?;
         self.counters.submissions += 1;
-        let bytes = self
-            .context
-            .read_back(operation, read_back, submission, self.options.read_back_timeout)?;
+        let bytes = self.context.read_back(
+            operation,
+            read_back,
+            submission,
+            self.options.read_back_timeout,
+        )?;
         self.counters.read_backs += 1;
 
         let values: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes);
         let weight_count = self.features * self.classes;
-        let weights = Array2::from_shape_vec((self.features, self.classes), values[..weight_count].to_vec())
-            .expect("the weight buffer contains features x classes values");
+        let weights = Array2::from_shape_vec(
+            (self.features, self.classes),
+            values[..weight_count].to_vec(),
+        )
+        .expect("the weight buffer contains features x classes values");
         let bias = Array1::from(values[weight_count..weight_count + self.classes].to_vec());
         Ok(LogisticRegression {
             weights,
@@ -433,7 +477,11 @@ impl GpuBackend {
 
 impl Backend for GpuBackend {
     fn description(&self) -> String {
-        format!("{}, features {}", self.context.description(), self.feature_storage.name())
+        format!(
+            "{}, features {}",
+            self.context.description(),
+            self.feature_storage.name()
+        )
     }
 
     fn train_steps(&mut self, batches: &[Batch], learning_rate: f32) -> Result<()> {
@@ -445,27 +493,42 @@ impl Backend for GpuBackend {
         self.reserve_params(params.len())?;
 
         let this = &*self;
-        this.context.scoped("encoding and submitting training steps", || -> Result<()> {
-            this.context
-                .queue()
-                .write_buffer(&this.params, 0, &this.kernels.pack_params(&params));
-            let mut encoder = this.context.device().create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("training commands"),
-            });
-            {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("training pass"),
-                    timestamp_writes: None,
-                });
-                for (slot, (chunk, step_params)) in steps.iter().enumerate() {
-                    let bind_group = this.train.chunks[*chunk].bind_group.as_ref().expect("bind groups are created in new");
-                    this.kernels
-                        .encode_train_step(&mut pass, bind_group, this.params_offset(slot), step_params)?;
+        this.context.scoped(
+            "encoding and submitting training steps",
+            || -> Result<()> {
+                this.context.queue().write_buffer(
+                    &this.params,
+                    0,
+                    &this.kernels.pack_params(&params),
+                );
+                let mut encoder =
+                    this.context
+                        .device()
+                        .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                            label: Some("training commands"),
+                        });
+                {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("training pass"),
+                        timestamp_writes: None,
+                    });
+                    for (slot, (chunk, step_params)) in steps.iter().enumerate() {
+                        let bind_group = this.train.chunks[*chunk]
+                            .bind_group
+                            .as_ref()
+                            .expect("bind groups are created in new");
+                        this.kernels.encode_train_step(
+                            &mut pass,
+                            bind_group,
+                            this.params_offset(slot),
+                            step_params,
+                        )?;
+                    }
                 }
-            }
-            this.context.queue().submit([encoder.finish()]);
-            Ok(())
-        })??;
+                this.context.queue().submit([encoder.finish()]);
+                Ok(())
+            },
+        )??;
         self.counters.uploads += 1;
         self.counters.submissions += 1;
         self.steps_done += batches.len() as u64;
@@ -479,27 +542,45 @@ impl Backend for GpuBackend {
 
         let this = &*self;
         let operation = format!("evaluating the {split} split");
-        let submission = this.context.scoped(&operation, || -> Result<wgpu::SubmissionIndex> {
-            let status = &this.model.status;
-            let mut encoder = this.context.device().create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("evaluation commands"),
-            });
-            let errors_offset = (STATUS_ERRORS * 4) as u64;
-            encoder.clear_buffer(status, errors_offset, Some(4));
-            {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("evaluation pass"),
-                    timestamp_writes: None,
-                });
-                for (slot, (chunk, dispatch_params)) in dispatches.iter().enumerate() {
-                    let bind_group = this.split(split).chunks[*chunk].bind_group.as_ref().expect("bind groups are created in new");
-                    this.kernels
-                        .encode(&mut pass, Kernel::Evaluate, bind_group, this.params_offset(slot), dispatch_params)?;
-                }
-            }
-            encoder.copy_buffer_to_buffer(status, 0, &this.model.status_read_back, 0, status.size());
-            Ok(this.context.queue().submit([encoder.finish()]))
-        })??;
+        let submission =
+            this.context
+                .scoped(&operation, || -> Result<wgpu::SubmissionIndex> {
+                    let status = &this.model.status;
+                    let mut encoder = this.context.device().create_command_encoder(
+                        &wgpu::CommandEncoderDescriptor {
+                            label: Some("evaluation commands"),
+                        },
+                    );
+                    let errors_offset = (STATUS_ERRORS * 4) as u64;
+                    encoder.clear_buffer(status, errors_offset, Some(4));
+                    {
+                        let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                            label: Some("evaluation pass"),
+                            timestamp_writes: None,
+                        });
+                        for (slot, (chunk, dispatch_params)) in dispatches.iter().enumerate() {
+                            let bind_group = this.split(split).chunks[*chunk]
+                                .bind_group
+                                .as_ref()
+                                .expect("bind groups are created in new");
+                            this.kernels.encode(
+                                &mut pass,
+                                Kernel::Evaluate,
+                                bind_group,
+                                this.params_offset(slot),
+                                dispatch_params,
+                            )?;
+                        }
+                    }
+                    encoder.copy_buffer_to_buffer(
+                        status,
+                        0,
+                        &this.model.status_read_back,
+                        0,
+                        status.size(),
+                    );
+                    Ok(this.context.queue().submit([encoder.finish()]))
+                })??;
         self.counters.submissions += 1;
 
         let bytes = self.context.read_back(
@@ -514,17 +595,27 @@ impl Backend for GpuBackend {
         Ok(Evaluation {
             errors: status[STATUS_ERRORS] as u64,
             rows: batches.iter().map(|batch| batch.len as u64).sum(),
-            first_non_finite_step: (first_non_finite != u32::MAX).then_some(first_non_finite as u64),
+            first_non_finite_step: (first_non_finite != u32::MAX)
+                .then_some(first_non_finite as u64),
         })
     }
 
     fn keep_best(&mut self) -> Result<()> {
         let model = &self.model;
         self.context.scoped("keeping the best model", || {
-            let mut encoder = self.context.device().create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("keep-best commands"),
-            });
-            encoder.copy_buffer_to_buffer(&model.weights, 0, &model.best_weights, 0, model.weights.size());
+            let mut encoder =
+                self.context
+                    .device()
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                        label: Some("keep-best commands"),
+                    });
+            encoder.copy_buffer_to_buffer(
+                &model.weights,
+                0,
+                &model.best_weights,
+                0,
+                model.weights.size(),
+            );
             encoder.copy_buffer_to_buffer(&model.bias, 0, &model.best_bias, 0, model.bias.size());
             self.context.queue().submit([encoder.finish()]);
         })?;
@@ -533,12 +624,29 @@ impl Backend for GpuBackend {
         Ok(())
     }
 
-    fn best_model(&mut self) -> Result<LogisticRegression> {
-        self.read_model(self.has_best)
+    fn set_train_order(&mut self, order: Option<&[u32]>) -> Result<()> {
+        match order {
+            None => Ok(()),
+            Some(_) => Err(Error::Gpu {
+                reason: "the classic logistic-regression kernels read rows in order; shuffling needs the network kernels".to_string(),
+            }),
+        }
     }
 
-    fn current_model(&mut self) -> Result<LogisticRegression> {
-        self.read_model(false)
+    fn best_model(&mut self) -> Result<Model> {
+        Ok(self.read_model(self.has_best)?.into())
+    }
+
+    fn current_model(&mut self) -> Result<Model> {
+        Ok(self.read_model(false)?.into())
+    }
+
+    fn optimizer_state(&mut self) -> Result<OptimizerState> {
+        // Plain SGD keeps no state beyond the step count.
+        Ok(OptimizerState {
+            steps: self.steps_done,
+            tensors: vec![Vec::new(), Vec::new()],
+        })
     }
 }
 
@@ -556,7 +664,10 @@ fn create_model_buffers(
         .min(context.limits().max_buffer_size);
     let weight_bytes = (features * classes * 4) as u64;
     let scratch_bytes = (batch_size * classes * 4) as u64;
-    for (what, bytes) in [("the weights", weight_bytes), ("the batch logits", scratch_bytes)] {
+    for (what, bytes) in [
+        ("the weights", weight_bytes),
+        ("the batch logits", scratch_bytes),
+    ] {
         if bytes > binding_limit {
             return Err(Error::Gpu {
                 reason: format!(
@@ -575,7 +686,9 @@ fn create_model_buffers(
             device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some(label),
                 size,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             })
         };
@@ -599,7 +712,9 @@ fn create_model_buffers(
             status: device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
                 label: Some("status"),
                 contents: bytemuck::cast_slice(&status_init),
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
+                usage: wgpu::BufferUsages::STORAGE
+                    | wgpu::BufferUsages::COPY_SRC
+                    | wgpu::BufferUsages::COPY_DST,
             }),
             status_read_back: read_back("status read-back", (STATUS_LEN * 4) as u64),
             model_read_back: read_back("model read-back", weight_bytes + bias_bytes),
@@ -629,7 +744,13 @@ fn upload_split(
         Some(_) => FeatureStorage::U8,
         None => FeatureStorage::F32,
     };
-    let ranges = plan_chunks(data.len(), feature_storage.row_bytes(features), rows_multiple, limit, what)?;
+    let ranges = plan_chunks(
+        data.len(),
+        feature_storage.row_bytes(features),
+        rows_multiple,
+        limit,
+        what,
+    )?;
     let chunks = context.scoped(&format!("uploading the {split} split"), || {
         let device = context.device();
         ranges
@@ -671,7 +792,11 @@ fn upload_split(
     })
 }
 
-fn create_params_buffer(context: &GpuContext, kernels: &Kernels, slots: usize) -> Result<wgpu::Buffer> {
+fn create_params_buffer(
+    context: &GpuContext,
+    kernels: &Kernels,
+    slots: usize,
+) -> Result<wgpu::Buffer> {
     context.scoped("creating the parameter buffer", || {
         context.device().create_buffer(&wgpu::BufferDescriptor {
             label: Some("step parameters"),

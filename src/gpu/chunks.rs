@@ -111,7 +111,8 @@ mod tests {
     #[test]
     fn mnist_train_chunks_hold_whole_batches() {
         // lavapipe's 128 MiB binding limit and MNIST's 784 features.
-        let chunks = plan_chunks(50_000, 784 * 4, 600, &limit(128 << 20), "a training batch").unwrap();
+        let chunks =
+            plan_chunks(50_000, 784 * 4, 600, &limit(128 << 20), "a training batch").unwrap();
         assert_eq!(chunks, vec![0..42_600, 42_600..50_000]);
     }
 
@@ -126,7 +127,9 @@ mod tests {
 
     #[test]
     fn empty_split_has_no_chunks() {
-        assert!(plan_chunks(0, 8, 4, &limit(64), "a row").unwrap().is_empty());
+        assert!(plan_chunks(0, 8, 4, &limit(64), "a row")
+            .unwrap()
+            .is_empty());
     }
 
     #[test]

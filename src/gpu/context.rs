@@ -39,20 +39,27 @@ impl GpuContext {
             memory_hints: wgpu::MemoryHints::Performance,
             trace: wgpu::Trace::Off,
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&descriptor)).map_err(|error| Error::Gpu {
-            reason: format!("creating a device on {summary} failed: {error}"),
-        })?;
+        let (device, queue) =
+            pollster::block_on(adapter.request_device(&descriptor)).map_err(|error| {
+                Error::Gpu {
+                    reason: format!("creating a device on {summary} failed: {error}"),
+                }
+            })?;
 
         let uncaptured_errors = Arc::new(Mutex::new(Vec::new()));
         let sink = Arc::clone(&uncaptured_errors);
         device.on_uncaptured_error(Arc::new(move |error: wgpu::Error| {
             log::error!("uncaptured GPU error: {error}");
-            sink.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).push(error.to_string());
+            sink.lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .push(error.to_string());
         }));
         let lost = Arc::new(Mutex::new(None));
         let lost_sink = Arc::clone(&lost);
         device.set_device_lost_callback(move |reason, message| {
-            *lost_sink.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) =
+            *lost_sink
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()) =
                 Some(format!("{reason:?}: {message}"));
         });
 
@@ -89,7 +96,6 @@ impl GpuContext {
         format!("gpu: {}", self.adapter)
     }
 
-
     pub(crate) fn queue(&self) -> &wgpu::Queue {
         &self.queue
     }
@@ -121,12 +127,20 @@ impl GpuContext {
     /// Returns [`Error::Gpu`] if the device was lost or an error escaped the
     /// error scopes.
     pub(crate) fn check_health(&self, operation: &str) -> Result<()> {
-        if let Some(reason) = self.lost.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).as_ref() {
+        if let Some(reason) = self
+            .lost
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+        {
             return Err(Error::Gpu {
                 reason: format!("{operation} failed: the GPU device was lost ({reason})"),
             });
         }
-        let mut uncaptured = self.uncaptured_errors.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut uncaptured = self
+            .uncaptured_errors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if !uncaptured.is_empty() {
             let errors = std::mem::take(&mut *uncaptured).join("; ");
             return Err(Error::Gpu {

@@ -127,10 +127,15 @@ impl Kernels {
     /// # Errors
     /// [`Error::Gpu`] if the requested size exceeds a device limit (named in
     /// the message) or a shader fails to compile.
-    pub fn new(context: &GpuContext, workgroup_size: Option<u32>, storage: FeatureStorage) -> Result<Self> {
+    pub fn new(
+        context: &GpuContext,
+        workgroup_size: Option<u32>,
+        storage: FeatureStorage,
+    ) -> Result<Self> {
         let limits = context.limits();
         let workgroup_size = choose_workgroup_size(limits, workgroup_size)?;
-        let params_stride = PARAMS_SIZE.next_multiple_of(limits.min_uniform_buffer_offset_alignment as u64);
+        let params_stride =
+            PARAMS_SIZE.next_multiple_of(limits.min_uniform_buffer_offset_alignment as u64);
 
         context.scoped("building the compute pipelines", || {
             let device = context.device();
@@ -143,7 +148,15 @@ impl Kernels {
                 bind_group_layouts: &[Some(&layout)],
                 immediate_size: 0,
             });
-            let build = |kernel: Kernel| build_pipeline(device, &pipeline_layout, kernel.source(), storage, workgroup_size);
+            let build = |kernel: Kernel| {
+                build_pipeline(
+                    device,
+                    &pipeline_layout,
+                    kernel.source(),
+                    storage,
+                    workgroup_size,
+                )
+            };
             Kernels {
                 logits: build(Kernel::Logits),
                 softmax_nll: build(Kernel::SoftmaxNll),
@@ -179,34 +192,41 @@ impl Kernels {
     }
 
     /// Creates a bind group over `bindings`. Call inside an error scope.
-    pub fn bind_group(&self, context: &GpuContext, label: &str, bindings: &Bindings<'_>) -> wgpu::BindGroup {
+    pub fn bind_group(
+        &self,
+        context: &GpuContext,
+        label: &str,
+        bindings: &Bindings<'_>,
+    ) -> wgpu::BindGroup {
         fn whole(binding: u32, buffer: &wgpu::Buffer) -> wgpu::BindGroupEntry<'_> {
             wgpu::BindGroupEntry {
                 binding,
                 resource: buffer.as_entire_binding(),
             }
         }
-        context.device().create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(label),
-            layout: &self.layout,
-            entries: &[
-                wgpu::BindGroupEntry {
-                    binding: 0,
-                    resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: bindings.params,
-                        offset: 0,
-                        size: NonZeroU64::new(PARAMS_SIZE),
-                    }),
-                },
-                whole(1, bindings.features),
-                whole(2, bindings.labels),
-                whole(3, bindings.weights),
-                whole(4, bindings.bias),
-                whole(5, bindings.scratch),
-                whole(6, bindings.losses),
-                whole(7, bindings.status),
-            ],
-        })
+        context
+            .device()
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(label),
+                layout: &self.layout,
+                entries: &[
+                    wgpu::BindGroupEntry {
+                        binding: 0,
+                        resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                            buffer: bindings.params,
+                            offset: 0,
+                            size: NonZeroU64::new(PARAMS_SIZE),
+                        }),
+                    },
+                    whole(1, bindings.features),
+                    whole(2, bindings.labels),
+                    whole(3, bindings.weights),
+                    whole(4, bindings.bias),
+                    whole(5, bindings.scratch),
+                    whole(6, bindings.losses),
+                    whole(7, bindings.status),
+                ],
+            })
     }
 
     /// Encodes one SGD step: logits, softmax with NLL, then the fused
@@ -388,7 +408,11 @@ mod tests {
     #[test]
     fn params_size_matches_wgsl_struct() {
         assert_eq!(PARAMS_SIZE, 32);
-        assert_eq!(PARAMS_SIZE % 16, 0, "uniform structs are padded to 16 bytes");
+        assert_eq!(
+            PARAMS_SIZE % 16,
+            0,
+            "uniform structs are padded to 16 bytes"
+        );
         assert_eq!(std::mem::align_of::<Params>(), 4);
     }
 
@@ -396,23 +420,35 @@ mod tests {
     fn grid_stays_one_dimensional_within_limit() {
         assert_eq!(dispatch_grid("k", 1, 64, 65535).unwrap(), (1, 1));
         assert_eq!(dispatch_grid("k", 65, 64, 65535).unwrap(), (2, 1));
-        assert_eq!(dispatch_grid("k", 64 * 65535, 64, 65535).unwrap(), (65535, 1));
+        assert_eq!(
+            dispatch_grid("k", 64 * 65535, 64, 65535).unwrap(),
+            (65535, 1)
+        );
     }
 
     #[test]
     fn grid_uses_second_dimension_past_limit() {
-        assert_eq!(dispatch_grid("k", 64 * 65536, 64, 65535).unwrap(), (65535, 2));
+        assert_eq!(
+            dispatch_grid("k", 64 * 65536, 64, 65535).unwrap(),
+            (65535, 2)
+        );
         assert_eq!(dispatch_grid("k", 1000, 1, 40).unwrap(), (40, 25));
     }
 
     #[test]
     fn grid_rejects_dispatch_past_both_dimensions() {
-        let error = dispatch_grid("logits", 1000, 1, 16).map(|_| ()).unwrap_err();
+        let error = dispatch_grid("logits", 1000, 1, 16)
+            .map(|_| ())
+            .unwrap_err();
         assert!(
-            error.to_string().contains("max_compute_workgroups_per_dimension"),
+            error
+                .to_string()
+                .contains("max_compute_workgroups_per_dimension"),
             "{error}"
         );
-        let error = dispatch_grid("logits", 1000, 1, 31).map(|_| ()).unwrap_err();
+        let error = dispatch_grid("logits", 1000, 1, 31)
+            .map(|_| ())
+            .unwrap_err();
         assert!(error.to_string().contains("logits"), "{error}");
     }
 
@@ -422,7 +458,9 @@ mod tests {
         assert_eq!(choose_workgroup_size(&limits, None).unwrap(), 64);
         let error = choose_workgroup_size(&limits, Some(100_000)).unwrap_err();
         assert!(
-            error.to_string().contains("max_compute_invocations_per_workgroup"),
+            error
+                .to_string()
+                .contains("max_compute_invocations_per_workgroup"),
             "{error}"
         );
     }

@@ -22,7 +22,9 @@ mod runner;
 mod shaders;
 mod storage;
 
-pub use adapter::{find_adapter, list_adapters, AdapterInfoSummary, AdapterPreference, AdapterRequest};
+pub use adapter::{
+    find_adapter, list_adapters, AdapterInfoSummary, AdapterPreference, AdapterRequest,
+};
 pub use backend::{GpuBackend, GpuCounters, GpuOptions};
 pub use context::GpuContext;
 pub use runner::{KernelRunner, SgdUpdateOutput, SoftmaxNllOutput};

@@ -11,7 +11,9 @@ use wgpu::util::DeviceExt;
 
 use super::adapter::AdapterRequest;
 use super::context::GpuContext;
-use super::kernels::{Bindings, Kernel, Kernels, Params, STATUS_ERRORS, STATUS_FIRST_NON_FINITE_STEP, STATUS_LEN};
+use super::kernels::{
+    Bindings, Kernel, Kernels, Params, STATUS_ERRORS, STATUS_FIRST_NON_FINITE_STEP, STATUS_LEN,
+};
 use super::storage::FeatureStorage;
 use crate::error::{Error, Result};
 
@@ -90,7 +92,12 @@ impl KernelRunner {
     ///
     /// # Errors
     /// [`Error::Shape`] if the shapes disagree, [`Error::Gpu`] if the run fails.
-    pub fn logits(&self, x: ArrayView2<'_, f32>, weights: ArrayView2<'_, f32>, bias: ArrayView1<'_, f32>) -> Result<Array2<f32>> {
+    pub fn logits(
+        &self,
+        x: ArrayView2<'_, f32>,
+        weights: ArrayView2<'_, f32>,
+        bias: ArrayView1<'_, f32>,
+    ) -> Result<Array2<f32>> {
         check_model_shapes(x, weights, bias)?;
         let (rows, classes) = (x.nrows(), weights.ncols());
         let params = self.params(rows, x.ncols(), classes);
@@ -118,7 +125,13 @@ impl KernelRunner {
     /// # Errors
     /// [`Error::Shape`] if a label count or value is wrong, [`Error::Gpu`]
     /// if the run fails.
-    pub fn softmax_nll(&self, logits: ArrayView2<'_, f32>, labels: &[u32], scale: f32, step: u32) -> Result<SoftmaxNllOutput> {
+    pub fn softmax_nll(
+        &self,
+        logits: ArrayView2<'_, f32>,
+        labels: &[u32],
+        scale: f32,
+        step: u32,
+    ) -> Result<SoftmaxNllOutput> {
         let (rows, classes) = logits.dim();
         check_labels(labels, rows, classes)?;
         let params = Params {
@@ -245,78 +258,102 @@ impl KernelRunner {
     fn run(&self, kernel: Kernel, params: &Params, inputs: Inputs<'_>) -> Result<Outputs> {
         let operation = format!("one-shot run of {kernel:?}");
         let status_init = [u32::MAX, 0];
-        let (read_back, submission, sizes) = self.context.scoped(&operation, || -> Result<_> {
-            let device = self.context.device();
-            let storage = |label: &str, bytes: &[u8]| {
-                device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                    label: Some(label),
-                    contents: bytes,
-                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
-                })
-            };
-            let params_buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some("one-shot params"),
-                contents: &self.kernels.pack_params(std::slice::from_ref(params)),
-                usage: wgpu::BufferUsages::UNIFORM,
-            });
-            let losses_init = vec![0.0f32; inputs.losses_len];
-            let features = storage("one-shot features", bytemuck::cast_slice(&non_empty(inputs.features)));
-            let labels = storage("one-shot labels", bytemuck::cast_slice(&non_empty(inputs.labels)));
-            let weights = storage("one-shot weights", bytemuck::cast_slice(&non_empty(inputs.weights)));
-            let bias = storage("one-shot bias", bytemuck::cast_slice(&non_empty(inputs.bias)));
-            let scratch = storage("one-shot scratch", bytemuck::cast_slice(&non_empty(inputs.scratch)));
-            let losses = storage("one-shot losses", bytemuck::cast_slice(&non_empty(&losses_init)));
-            let status = storage("one-shot status", bytemuck::cast_slice(&status_init));
-            let bind_group = self.kernels.bind_group(
-                &self.context,
-                "one-shot bindings",
-                &Bindings {
-                    params: &params_buffer,
-                    features: &features,
-                    labels: &labels,
-                    weights: &weights,
-                    bias: &bias,
-                    scratch: &scratch,
-                    losses: &losses,
-                    status: &status,
-                },
-            );
-
-            // Every writable binding is copied, back to back, into one read-back buffer.
-            let outputs = [&scratch, &weights, &bias, &losses, &status];
-            let sizes: Vec<u64> = outputs.iter().map(|buffer| buffer.size()).collect();
-            let read_back = device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("one-shot read-back"),
-                size: sizes.iter().sum(),
-                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                mapped_at_creation: false,
-            });
-            let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
-                label: Some("one-shot commands"),
-            });
-            {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
-                    label: Some("one-shot pass"),
-                    timestamp_writes: None,
+        let (read_back, submission, sizes) =
+            self.context.scoped(&operation, || -> Result<_> {
+                let device = self.context.device();
+                let storage = |label: &str, bytes: &[u8]| {
+                    device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                        label: Some(label),
+                        contents: bytes,
+                        usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC,
+                    })
+                };
+                let params_buffer = device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some("one-shot params"),
+                    contents: &self.kernels.pack_params(std::slice::from_ref(params)),
+                    usage: wgpu::BufferUsages::UNIFORM,
                 });
-                self.kernels.encode(&mut pass, kernel, &bind_group, 0, params)?;
-            }
-            let mut offset = 0;
-            for (buffer, size) in outputs.iter().zip(&sizes) {
-                encoder.copy_buffer_to_buffer(buffer, 0, &read_back, offset, *size);
-                offset += size;
-            }
-            let submission = self.context.queue().submit([encoder.finish()]);
-            Ok((read_back, submission, sizes))
-        })??;
+                let losses_init = vec![0.0f32; inputs.losses_len];
+                let features = storage(
+                    "one-shot features",
+                    bytemuck::cast_slice(&non_empty(inputs.features)),
+                );
+                let labels = storage(
+                    "one-shot labels",
+                    bytemuck::cast_slice(&non_empty(inputs.labels)),
+                );
+                let weights = storage(
+                    "one-shot weights",
+                    bytemuck::cast_slice(&non_empty(inputs.weights)),
+                );
+                let bias = storage(
+                    "one-shot bias",
+                    bytemuck::cast_slice(&non_empty(inputs.bias)),
+                );
+                let scratch = storage(
+                    "one-shot scratch",
+                    bytemuck::cast_slice(&non_empty(inputs.scratch)),
+                );
+                let losses = storage(
+                    "one-shot losses",
+                    bytemuck::cast_slice(&non_empty(&losses_init)),
+                );
+                let status = storage("one-shot status", bytemuck::cast_slice(&status_init));
+                let bind_group = self.kernels.bind_group(
+                    &self.context,
+                    "one-shot bindings",
+                    &Bindings {
+                        params: &params_buffer,
+                        features: &features,
+                        labels: &labels,
+                        weights: &weights,
+                        bias: &bias,
+                        scratch: &scratch,
+                        losses: &losses,
+                        status: &status,
+                    },
+                );
 
-        let bytes = self
-            .context
-            .read_back(&operation, &read_back, submission, std::time::Duration::from_secs(60))?;
+                // Every writable binding is copied, back to back, into one read-back buffer.
+                let outputs = [&scratch, &weights, &bias, &losses, &status];
+                let sizes: Vec<u64> = outputs.iter().map(|buffer| buffer.size()).collect();
+                let read_back = device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("one-shot read-back"),
+                    size: sizes.iter().sum(),
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                });
+                let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor {
+                    label: Some("one-shot commands"),
+                });
+                {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some("one-shot pass"),
+                        timestamp_writes: None,
+                    });
+                    self.kernels
+                        .encode(&mut pass, kernel, &bind_group, 0, params)?;
+                }
+                let mut offset = 0;
+                for (buffer, size) in outputs.iter().zip(&sizes) {
+                    encoder.copy_buffer_to_buffer(buffer, 0, &read_back, offset, *size);
+                    offset += size;
+                }
+                let submission = self.context.queue().submit([encoder.finish()]);
+                Ok((read_back, submission, sizes))
+            })??;
+
+        let bytes = self.context.read_back(
+            &operation,
+            &read_back,
+            submission,
+            std::time::Duration::from_secs(60),
+        )?;
         let mut parts = Vec::with_capacity(sizes.len());
         let mut offset = 0;
         for size in sizes {
-            let part: Vec<f32> = bytemuck::pod_collect_to_vec(&bytes[offset..offset + size as usize]);
+            let part: Vec<f32> =
+                bytemuck::pod_collect_to_vec(&bytes[offset..offset + size as usize]);
             parts.push(part);
             offset += size as usize;
         }
@@ -326,12 +363,19 @@ impl KernelRunner {
             weights: truncate(parts[1].clone(), inputs.weights.len()),
             bias: truncate(parts[2].clone(), inputs.bias.len()),
             losses: truncate(parts[3].clone(), inputs.losses_len),
-            status: [status_words[STATUS_FIRST_NON_FINITE_STEP], status_words[STATUS_ERRORS]],
+            status: [
+                status_words[STATUS_FIRST_NON_FINITE_STEP],
+                status_words[STATUS_ERRORS],
+            ],
         })
     }
 }
 
-fn check_model_shapes(x: ArrayView2<'_, f32>, weights: ArrayView2<'_, f32>, bias: ArrayView1<'_, f32>) -> Result<()> {
+fn check_model_shapes(
+    x: ArrayView2<'_, f32>,
+    weights: ArrayView2<'_, f32>,
+    bias: ArrayView1<'_, f32>,
+) -> Result<()> {
     if x.ncols() != weights.nrows() || bias.len() != weights.ncols() {
         return Err(Error::Shape {
             reason: format!(
@@ -360,7 +404,9 @@ fn check_labels(labels: &[u32], rows: usize, classes: usize) -> Result<()> {
 }
 
 fn slice<'a>(array: &'a ndarray::CowArray<'_, f32, ndarray::Ix2>) -> &'a [f32] {
-    array.as_slice().expect("as_standard_layout returns a contiguous array")
+    array
+        .as_slice()
+        .expect("as_standard_layout returns a contiguous array")
 }
 
 fn non_empty<T: bytemuck::Pod + Default>(data: &[T]) -> Vec<T> {
@@ -377,7 +423,8 @@ fn truncate(mut values: Vec<f32>, len: usize) -> Vec<f32> {
 }
 
 fn to_matrix(values: Vec<f32>, rows: usize, columns: usize) -> Array2<f32> {
-    Array2::from_shape_vec((rows, columns), values).expect("the read-back has rows x columns values")
+    Array2::from_shape_vec((rows, columns), values)
+        .expect("the read-back has rows x columns values")
 }
 
 fn non_finite_step(status: [u32; STATUS_LEN]) -> Option<u32> {

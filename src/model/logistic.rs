@@ -35,7 +35,10 @@ impl LogisticRegression {
     /// If the shape's product or `classes` is zero.
     pub fn zeros(sample_shape: Vec<usize>, classes: usize) -> Self {
         let features: usize = sample_shape.iter().product();
-        assert!(features > 0 && classes > 0, "model needs at least one feature and one class");
+        assert!(
+            features > 0 && classes > 0,
+            "model needs at least one feature and one class"
+        );
         LogisticRegression {
             weights: Array2::zeros((features, classes)),
             bias: Array1::zeros(classes),

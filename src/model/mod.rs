@@ -2,6 +2,8 @@
 
 mod file;
 mod logistic;
+mod mlp;
 
 pub use file::{load_model, save_model, MODEL_FORMAT_VERSION};
 pub use logistic::LogisticRegression;
+pub use mlp::{Activation, Dense, Mlp, Model};

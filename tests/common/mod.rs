@@ -86,6 +86,11 @@ pub fn assert_close(what: &str, actual: &[f32], expected: &[f32], relative: f32,
         "{what}: {} of {} values differ beyond {absolute} + {relative} * |cpu|; first: {}",
         mismatches.len(),
         actual.len(),
-        mismatches.iter().take(8).cloned().collect::<Vec<_>>().join(", ")
+        mismatches
+            .iter()
+            .take(8)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
     );
 }
