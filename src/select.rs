@@ -1,6 +1,7 @@
 //! Choosing where to train: a hardware GPU, any GPU adapter, or the CPU.
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Setup};
+use crate::config::TrainConfig;
 use crate::cpu::CpuBackend;
 use crate::data::Splits;
 use crate::error::{Error, Result};
@@ -42,7 +43,8 @@ pub struct Opened<'a> {
 }
 
 /// Opens the backend that `choice` and the optional adapter name filter
-/// select, and uploads `splits` to it.
+/// select, uploads `splits` to it, and prepares it to train the classic
+/// setup: logistic regression from zero with plain SGD.
 ///
 /// `batch_size` lets a GPU backend lay out its buffers so that training
 /// batches never straddle two of them.
@@ -56,6 +58,29 @@ pub fn open_backend<'a>(
     splits: &'a Splits,
     batch_size: usize,
 ) -> Result<Opened<'a>> {
+    open_backend_for(
+        choice,
+        adapter_filter,
+        splits,
+        &Setup::classic(splits),
+        &TrainConfig::default().with_batch_size(batch_size),
+    )
+}
+
+/// Opens the backend as [`open_backend`] does, prepared to train `setup`
+/// with the batch size and shuffling of `config`.
+///
+/// # Errors
+/// As [`open_backend`], and [`crate::Error::InvalidConfig`] or
+/// [`crate::Error::Shape`] if the setup is invalid or does not fit the data.
+pub fn open_backend_for<'a>(
+    choice: BackendChoice,
+    adapter_filter: Option<&str>,
+    splits: &'a Splits,
+    setup: &Setup,
+    config: &TrainConfig,
+) -> Result<Opened<'a>> {
+    let batch_size = config.batch_size;
     let with_filter = |request: AdapterRequest| match adapter_filter {
         Some(name) => request.with_name_contains(name),
         None => request,
@@ -71,7 +96,7 @@ pub fn open_backend<'a>(
     };
     match choice {
         BackendChoice::Cpu => Ok(Opened {
-            backend: Box::new(CpuBackend::new(splits)),
+            backend: Box::new(CpuBackend::with_setup(splits, setup)?),
             reason: "CPU path requested with --backend cpu".to_string(),
         }),
         BackendChoice::Gpu => open_gpu(
@@ -95,7 +120,7 @@ pub fn open_backend<'a>(
                     };
                     log::info!("{reason}");
                     Ok(Opened {
-                        backend: Box::new(CpuBackend::new(splits)),
+                        backend: Box::new(CpuBackend::with_setup(splits, setup)?),
                         reason,
                     })
                 }
