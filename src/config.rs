@@ -12,7 +12,7 @@ use crate::optim::Schedule;
 ///
 /// Call [`TrainConfig::validate`] (the trainer does) before reading data or
 /// starting a GPU, so that a bad setting fails at once.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainConfig {
     /// SGD step size. Default 0.13. Must be finite and greater than 0.
     pub learning_rate: f32,

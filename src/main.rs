@@ -8,9 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use wgpu_learn::data::mnist;
-use wgpu_learn::model::{load_model, save_model};
-use wgpu_learn::select::{open_backend, BackendChoice};
-use wgpu_learn::{Split, Splits, TrainConfig, TrainEvent, Trainer};
+use wgpu_learn::model::{load_checkpoint, load_model, save_checkpoint, save_model, Checkpoint};
+use wgpu_learn::optim::ADAM_DEFAULTS;
+use wgpu_learn::select::{open_backend_for, BackendChoice};
+use wgpu_learn::{
+    Activation, LogisticRegression, Mlp, Model, Optimizer, Penalty, Schedule, Setup, Split, Splits,
+    TrainConfig, TrainEvent, Trainer,
+};
 
 /// Train classifiers with minibatch SGD on the GPU (wgpu) or the CPU (rayon).
 ///
@@ -150,6 +154,134 @@ struct TrainArgs {
     #[arg(long)]
     drop_last: bool,
 
+    /// Model to train: logistic (multiclass logistic regression) or mlp
+    /// (hidden layers set by --hidden and --activation, then softmax).
+    #[arg(
+        long = "model",
+        default_value = "logistic",
+        value_name = "logistic|mlp"
+    )]
+    model_kind: ModelKind,
+
+    /// Widths of the MLP's hidden layers, comma-separated, from the input side.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "500",
+        value_name = "UNITS"
+    )]
+    hidden: Vec<usize>,
+
+    /// Activation of the MLP's hidden layers.
+    #[arg(long, default_value = "tanh", value_name = "tanh|sigmoid|relu")]
+    activation: Activation,
+
+    /// Update rule: sgd, momentum (classical), nesterov, adam or adamw.
+    #[arg(long, default_value = "sgd", value_name = "NAME")]
+    optimizer: OptimizerKind,
+
+    /// Momentum factor of momentum and nesterov.
+    #[arg(
+        long,
+        default_value_t = 0.9,
+        value_name = "MU",
+        allow_negative_numbers = true
+    )]
+    momentum: f32,
+
+    /// Adam's first-moment decay.
+    #[arg(long, default_value_t = ADAM_DEFAULTS.0, value_name = "BETA1", allow_negative_numbers = true)]
+    beta1: f32,
+
+    /// Adam's second-moment decay.
+    #[arg(long, default_value_t = ADAM_DEFAULTS.1, value_name = "BETA2", allow_negative_numbers = true)]
+    beta2: f32,
+
+    /// Adam's epsilon, added to the root of the second moment.
+    #[arg(long, default_value_t = ADAM_DEFAULTS.2, value_name = "EPSILON", allow_negative_numbers = true)]
+    epsilon: f32,
+
+    /// AdamW's decoupled weight decay per unit of learning rate.
+    #[arg(
+        long,
+        default_value_t = 0.01,
+        value_name = "DECAY",
+        allow_negative_numbers = true
+    )]
+    weight_decay: f32,
+
+    /// L1 penalty coefficient on the weights, added to each minibatch's mean loss.
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "COEFFICIENT",
+        allow_negative_numbers = true
+    )]
+    l1: f32,
+
+    /// L2 penalty coefficient on the weights (sum of squares), added to each
+    /// minibatch's mean loss.
+    #[arg(
+        long,
+        default_value_t = 0.0,
+        value_name = "COEFFICIENT",
+        allow_negative_numbers = true
+    )]
+    l2: f32,
+
+    /// Learning-rate schedule by epoch: constant, step (times --step-factor
+    /// every --step-every epochs), cosine (to 0 over --epochs, or
+    /// --max-epochs) or inverse (divided by 1 + --decay * epoch).
+    #[arg(long, default_value = "constant", value_name = "NAME")]
+    schedule: ScheduleKind,
+
+    /// Epochs between decays of the step schedule.
+    #[arg(long, default_value_t = 10, value_name = "EPOCHS")]
+    step_every: usize,
+
+    /// Factor of each decay of the step schedule.
+    #[arg(
+        long,
+        default_value_t = 0.5,
+        value_name = "FACTOR",
+        allow_negative_numbers = true
+    )]
+    step_factor: f32,
+
+    /// Decay per epoch of the inverse schedule.
+    #[arg(
+        long,
+        default_value_t = 0.1,
+        value_name = "DECAY",
+        allow_negative_numbers = true
+    )]
+    decay: f32,
+
+    /// Reshuffle the training rows every epoch (seeded by --seed).
+    #[arg(long)]
+    shuffle: bool,
+
+    /// Seed of the MLP's initial weights and of --shuffle.
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    seed: u64,
+
+    /// Train exactly this many epochs instead of stopping by patience; the
+    /// saved model is still the one with the lowest validation error.
+    #[arg(long, value_name = "EPOCHS", value_parser = clap::value_parser!(u64).range(1..))]
+    epochs: Option<u64>,
+
+    /// Also save the training state (current parameters, optimiser state,
+    /// counters, settings) to FILE when training stops, for --resume.
+    #[arg(long, value_name = "FILE")]
+    checkpoint: Option<PathBuf>,
+
+    /// Continue the run saved in a checkpoint. Its model, optimiser and
+    /// training settings are used, and the options that set them are
+    /// ignored, except --epochs and --max-epochs, which extend the run. The
+    /// checkpoint is updated in place unless --checkpoint names another file.
+    #[arg(long, value_name = "FILE")]
+    resume: Option<PathBuf>,
+
     /// Backend to train on: auto (a hardware GPU if found, else the CPU), gpu
     /// (any GPU adapter, including software ones such as lavapipe) or cpu.
     #[arg(long, default_value = "auto", value_name = "auto|gpu|cpu")]
@@ -214,6 +346,32 @@ struct PredictArgs {
     split: Split,
 }
 
+/// Model kinds that `train --model` accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ModelKind {
+    Logistic,
+    Mlp,
+}
+
+/// Optimisers that `train --optimizer` accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum OptimizerKind {
+    Sgd,
+    Momentum,
+    Nesterov,
+    Adam,
+    Adamw,
+}
+
+/// Schedules that `train --schedule` accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum ScheduleKind {
+    Constant,
+    Step,
+    Cosine,
+    Inverse,
+}
+
 fn parse_split(text: &str) -> std::result::Result<Split, String> {
     match text {
         "train" => Ok(Split::Train),
@@ -271,20 +429,131 @@ fn run_default() -> Result<()> {
     })
 }
 
+/// Settings of a run from the command line, or from the checkpoint given
+/// to --resume.
+struct RunPlan {
+    config: TrainConfig,
+    optimizer: Optimizer,
+    penalty: Penalty,
+    resumed: Option<Checkpoint>,
+}
+
+impl RunPlan {
+    fn from_args(args: &TrainArgs) -> wgpu_learn::Result<RunPlan> {
+        if let Some(path) = &args.resume {
+            let checkpoint = load_checkpoint(path)?;
+            let mut config = checkpoint.config.clone();
+            config.max_epochs = args.max_epochs;
+            if let Some(epochs) = args.epochs {
+                config.epochs = Some(epochs as usize);
+            }
+            return Ok(RunPlan {
+                config,
+                optimizer: checkpoint.optimizer,
+                penalty: checkpoint.penalty,
+                resumed: Some(checkpoint),
+            });
+        }
+        let epochs = args.epochs.map(|epochs| epochs as usize);
+        let schedule = match args.schedule {
+            ScheduleKind::Constant => Schedule::Constant,
+            ScheduleKind::Step => Schedule::Step {
+                every: args.step_every,
+                factor: args.step_factor,
+            },
+            ScheduleKind::Cosine => Schedule::Cosine {
+                epochs: epochs.unwrap_or(args.max_epochs),
+            },
+            ScheduleKind::Inverse => Schedule::Inverse { decay: args.decay },
+        };
+        let config = TrainConfig {
+            learning_rate: args.learning_rate,
+            batch_size: args.batch_size,
+            max_epochs: args.max_epochs,
+            patience: args.patience,
+            improvement_threshold: args.improvement_threshold,
+            drop_last: args.drop_last,
+            schedule,
+            shuffle: args.shuffle,
+            seed: args.seed,
+            epochs,
+            ..TrainConfig::default()
+        };
+        let (beta1, beta2, epsilon) = (args.beta1, args.beta2, args.epsilon);
+        let optimizer = match args.optimizer {
+            OptimizerKind::Sgd => Optimizer::Sgd,
+            OptimizerKind::Momentum | OptimizerKind::Nesterov => Optimizer::Momentum {
+                momentum: args.momentum,
+                nesterov: args.optimizer == OptimizerKind::Nesterov,
+            },
+            OptimizerKind::Adam => Optimizer::Adam {
+                beta1,
+                beta2,
+                epsilon,
+            },
+            OptimizerKind::Adamw => Optimizer::AdamW {
+                beta1,
+                beta2,
+                epsilon,
+                weight_decay: args.weight_decay,
+            },
+        };
+        let penalty = Penalty {
+            l1: args.l1,
+            l2: args.l2,
+        };
+        optimizer.validate()?;
+        penalty.validate()?;
+        if let Some(width) = args.hidden.iter().find(|&&width| width == 0) {
+            return Err(wgpu_learn::Error::InvalidConfig {
+                name: "hidden",
+                value: width.to_string(),
+                expected: "widths of at least 1 unit, such as 500 or 500,300".to_string(),
+            });
+        }
+        Ok(RunPlan {
+            config,
+            optimizer,
+            penalty,
+            resumed: None,
+        })
+    }
+
+    /// Builds the setup: the checkpoint's state, or a new model for `splits`.
+    fn setup(&self, args: &TrainArgs, splits: &Splits) -> Setup {
+        if let Some(checkpoint) = &self.resumed {
+            return Setup::new(checkpoint.model.clone())
+                .with_optimizer(checkpoint.optimizer)
+                .with_penalty(checkpoint.penalty)
+                .with_state(checkpoint.state.clone());
+        }
+        let shape = splits.train.sample_shape().to_vec();
+        let model: Model = match args.model_kind {
+            ModelKind::Logistic => LogisticRegression::zeros(shape, splits.n_classes()).into(),
+            ModelKind::Mlp => Mlp::new(
+                shape,
+                &args.hidden,
+                splits.n_classes(),
+                args.activation,
+                args.seed,
+            )
+            .into(),
+        };
+        Setup::new(model)
+            .with_optimizer(self.optimizer)
+            .with_penalty(self.penalty)
+    }
+}
+
 fn train(args: &TrainArgs) -> Result<PathBuf> {
-    let config = TrainConfig {
-        learning_rate: args.learning_rate,
-        batch_size: args.batch_size,
-        max_epochs: args.max_epochs,
-        patience: args.patience,
-        improvement_threshold: args.improvement_threshold,
-        drop_last: args.drop_last,
-        ..TrainConfig::default()
-    };
-    // Settings are checked before any file is read; clap exits with code 2.
-    let trainer = match Trainer::new(config) {
-        Ok(trainer) => trainer,
-        Err(error) => {
+    // Settings are checked before any data is read; clap exits with code 2.
+    let checked = RunPlan::from_args(args).and_then(|plan| {
+        let trainer = Trainer::new(plan.config.clone())?;
+        Ok((plan, trainer))
+    });
+    let (plan, mut trainer) = match checked {
+        Ok(checked) => checked,
+        Err(error @ wgpu_learn::Error::InvalidConfig { .. }) => {
             let mut command = Cli::command();
             let train_command = command
                 .find_subcommand_mut("train")
@@ -295,7 +564,12 @@ fn train(args: &TrainArgs) -> Result<PathBuf> {
                 .error(clap::error::ErrorKind::ValueValidation, error.to_string())
                 .exit()
         }
+        Err(other) => return Err(other.into()),
     };
+    if let Some(checkpoint) = &plan.resumed {
+        trainer = trainer.with_progress(checkpoint.progress.clone(), Some(checkpoint.best.clone()));
+    }
+    let checkpoint_path = args.checkpoint.clone().or_else(|| args.resume.clone());
     check_output_directory(&args.output)?;
 
     if args.adapter.is_some() && args.backend == BackendChoice::Cpu {
@@ -318,17 +592,36 @@ fn train(args: &TrainArgs) -> Result<PathBuf> {
         splits.n_features(),
         splits.n_classes()
     );
-    let opened = open_backend(
+    let setup = plan.setup(args, &splits);
+    setup
+        .model
+        .check_dataset(&splits.train)
+        .context("the model does not fit this data")?;
+    let opened = open_backend_for(
         args.backend,
         args.adapter.as_deref(),
         &splits,
-        args.batch_size,
+        &setup,
+        &plan.config,
     )?;
     detail!(
         "backend: {} ({})",
         opened.backend.description(),
         opened.reason
     );
+    detail!(
+        "model: {}, optimiser {}",
+        setup.model.summary(),
+        setup.optimizer.name()
+    );
+    if let Some(checkpoint) = &plan.resumed {
+        detail!(
+            "resuming after epoch {} minibatch {} ({} iterations)",
+            checkpoint.progress.epoch,
+            checkpoint.progress.minibatch,
+            checkpoint.progress.iterations
+        );
+    }
     let mut backend = opened.backend;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -343,6 +636,19 @@ fn train(args: &TrainArgs) -> Result<PathBuf> {
         say!("interrupted: saving the best model so far");
     }
     save_model(&trained.model, &args.output)?;
+    if let Some(path) = &checkpoint_path {
+        let checkpoint = Checkpoint {
+            model: backend.current_model()?,
+            best: trained.model.clone(),
+            optimizer: plan.optimizer,
+            penalty: plan.penalty,
+            state: backend.optimizer_state()?,
+            progress: trained.progress.clone(),
+            config: plan.config.clone(),
+        };
+        save_checkpoint(&checkpoint, path)?;
+        say!("checkpoint saved to {}", path.display());
+    }
     say!(
         "Optimization complete with best validation score of {:.6} %, with test performance {}",
         report.best_validation_error * 100.0,

@@ -6,6 +6,7 @@
 //! the GPU kernels follow it term by term, so tests can hold one against the
 //! other.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 /// Update rule applied to each parameter tensor after its gradient is known.
@@ -159,7 +160,7 @@ impl Optimizer {
     /// Applies one update to `params` with gradient `grads`, which already
     /// includes any L1 or L2 penalty. `state` holds [`Optimizer::slots`]
     /// vectors of the same length, one after another. `t` is the step count
-    /// from 1.
+    /// from 1. Returns whether every updated parameter is finite.
     pub fn update(
         &self,
         kind: TensorKind,
@@ -168,7 +169,7 @@ impl Optimizer {
         state: &mut [f32],
         learning_rate: f32,
         t: u64,
-    ) {
+    ) -> bool {
         let n = params.len();
         assert_eq!(grads.len(), n, "one gradient per parameter");
         assert_eq!(
@@ -176,17 +177,79 @@ impl Optimizer {
             n * self.slots(),
             "optimiser state has slots() vectors per tensor"
         );
+        let (first, second) = split_slots(state, n, self.slots());
+        self.update_slots(kind, params, grads, first, second, learning_rate, t)
+    }
+
+    /// Runs [`Optimizer::update`] on blocks of parameters in parallel with
+    /// rayon. Each parameter's update depends only on its own values, so
+    /// the result equals the sequential one.
+    pub fn update_parallel(
+        &self,
+        kind: TensorKind,
+        params: &mut [f32],
+        grads: &[f32],
+        state: &mut [f32],
+        learning_rate: f32,
+        t: u64,
+    ) -> bool {
+        const BLOCK: usize = 16 * 1024;
+        let n = params.len();
+        assert_eq!(grads.len(), n, "one gradient per parameter");
+        assert_eq!(
+            state.len(),
+            n * self.slots(),
+            "optimiser state has slots() vectors per tensor"
+        );
+        if n <= BLOCK {
+            return self.update(kind, params, grads, state, learning_rate, t);
+        }
+        let (first, second) = split_slots(state, n, self.slots());
+        // Empty slots give no chunks, so they are padded with empty slices.
+        let first_chunks: Vec<&mut [f32]> = if first.is_empty() {
+            (0..n.div_ceil(BLOCK)).map(|_| &mut [][..]).collect()
+        } else {
+            first.chunks_mut(BLOCK).collect()
+        };
+        let second_chunks: Vec<&mut [f32]> = if second.is_empty() {
+            (0..n.div_ceil(BLOCK)).map(|_| &mut [][..]).collect()
+        } else {
+            second.chunks_mut(BLOCK).collect()
+        };
+        params
+            .par_chunks_mut(BLOCK)
+            .zip(grads.par_chunks(BLOCK))
+            .zip(first_chunks.into_par_iter())
+            .zip(second_chunks.into_par_iter())
+            .map(|(((p, g), s0), s1)| self.update_slots(kind, p, g, s0, s1, learning_rate, t))
+            .reduce(|| true, |a, b| a && b)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn update_slots(
+        &self,
+        kind: TensorKind,
+        params: &mut [f32],
+        grads: &[f32],
+        first: &mut [f32],
+        second: &mut [f32],
+        learning_rate: f32,
+        t: u64,
+    ) -> bool {
+        let mut finite = true;
         match *self {
             Optimizer::Sgd => {
                 for (p, &g) in params.iter_mut().zip(grads) {
                     *p -= learning_rate * g;
+                    finite &= p.is_finite();
                 }
             }
             Optimizer::Momentum { momentum, nesterov } => {
-                for ((p, &g), v) in params.iter_mut().zip(grads).zip(state.iter_mut()) {
+                for ((p, &g), v) in params.iter_mut().zip(grads).zip(first.iter_mut()) {
                     *v = momentum * *v + g;
                     let step = if nesterov { g + momentum * *v } else { *v };
                     *p -= learning_rate * step;
+                    finite &= p.is_finite();
                 }
             }
             Optimizer::Adam {
@@ -207,20 +270,31 @@ impl Optimizer {
                     _ => 0.0,
                 };
                 let (c1, c2) = self.bias_corrections(t);
-                let (m, v) = state.split_at_mut(n);
                 for (((p, &g), m), v) in params
                     .iter_mut()
                     .zip(grads)
-                    .zip(m.iter_mut())
-                    .zip(v.iter_mut())
+                    .zip(first.iter_mut())
+                    .zip(second.iter_mut())
                 {
                     *p -= decay * *p;
                     *m = beta1 * *m + (1.0 - beta1) * g;
                     *v = beta2 * *v + (1.0 - beta2) * g * g;
                     *p -= learning_rate * (*m / c1) / ((*v / c2).sqrt() + epsilon);
+                    finite &= p.is_finite();
                 }
             }
         }
+        finite
+    }
+}
+
+/// Splits a tensor's state into its first and second slot vectors (empty
+/// when the optimiser keeps fewer).
+fn split_slots(state: &mut [f32], n: usize, slots: usize) -> (&mut [f32], &mut [f32]) {
+    match slots {
+        0 => (&mut [], &mut []),
+        1 => (state, &mut []),
+        _ => state.split_at_mut(n),
     }
 }
 

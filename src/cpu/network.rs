@@ -2,14 +2,28 @@
 //! dense layers with ndarray's matrix products, then an [`Optimizer`] step.
 //!
 //! This is the reference for the GPU network kernels. Matrix products run
-//! through `matrixmultiply`, whose threads split the output, not the
-//! summed dimension, so results do not depend on the thread count.
+//! through `matrixmultiply`, one rayon task per fixed block of output
+//! columns, so the summation order, and therefore every result, does not
+//! depend on the thread count.
 
 use crate::backend::Setup;
 use crate::model::{Activation, Dense, Model};
 use crate::optim::{Optimizer, OptimizerState, Penalty, TensorKind};
 use ndarray::linalg::general_mat_mul;
 use ndarray::{Array2, ArrayView2, Axis};
+use rayon::prelude::*;
+
+/// Output columns per rayon task in matrix products.
+const COLUMN_BLOCK: usize = 64;
+
+/// Computes `c = a · b + beta * c`, one rayon task per block of
+/// [`COLUMN_BLOCK`] columns of `c`.
+fn matmul(a: ArrayView2<'_, f32>, b: ArrayView2<'_, f32>, beta: f32, c: &mut Array2<f32>) {
+    c.axis_chunks_iter_mut(Axis(1), COLUMN_BLOCK)
+        .into_par_iter()
+        .zip(b.axis_chunks_iter(Axis(1), COLUMN_BLOCK).into_par_iter())
+        .for_each(|(mut c_block, b_block)| general_mat_mul(1.0, &a, &b_block, beta, &mut c_block));
+}
 
 /// Parameters, optimiser state and scratch buffers of one network.
 #[derive(Clone, Debug)]
@@ -31,6 +45,8 @@ pub struct Network {
     delta_previous: Array2<f32>,
     weight_grad: Array2<f32>,
     bias_grad: Vec<f32>,
+    /// Whether every parameter was finite after the last update.
+    finite: bool,
 }
 
 impl Network {
@@ -57,6 +73,7 @@ impl Network {
             delta_previous: Array2::zeros((0, 0)),
             weight_grad: Array2::zeros((0, 0)),
             bias_grad: Vec::new(),
+            finite: true,
         }
     }
 
@@ -94,10 +111,10 @@ impl Network {
                 *output = Array2::zeros((rows, layer.outputs()));
             }
             output.assign(&layer.bias.view().insert_axis(Axis(0)));
-            general_mat_mul(1.0, &input, &layer.weights, 1.0, output);
+            matmul(input, layer.weights.view(), 1.0, output);
             if index < last {
                 let activation = self.activation;
-                output.mapv_inplace(|value| activation.apply(value));
+                output.par_mapv_inplace(|value| activation.apply(value));
             }
         }
     }
@@ -127,6 +144,7 @@ impl Network {
 
         self.state.steps += 1;
         let t = self.state.steps;
+        let mut finite = true;
         let slots = self.optimizer.slots();
         for index in (0..self.layers.len()).rev() {
             let input = if index == 0 {
@@ -138,7 +156,7 @@ impl Network {
             if self.weight_grad.dim() != (inputs, outputs) {
                 self.weight_grad = Array2::zeros((inputs, outputs));
             }
-            general_mat_mul(1.0, &input.t(), &self.delta, 0.0, &mut self.weight_grad);
+            matmul(input.t(), self.delta.view(), 0.0, &mut self.weight_grad);
             self.bias_grad.clear();
             self.bias_grad.resize(outputs, 0.0);
             for row in self.delta.axis_iter(Axis(0)) {
@@ -162,23 +180,31 @@ impl Network {
                 let activation = self.activation;
                 ndarray::Zip::from(&mut self.delta_previous)
                     .and(&self.outputs[index - 1])
-                    .for_each(|delta, &output| *delta *= activation.derivative_from_output(output));
+                    .par_for_each(|delta, &output| {
+                        *delta *= activation.derivative_from_output(output)
+                    });
             }
 
             let layer = &mut self.layers[index];
             let weight_grad = self.weight_grad.as_slice_mut().expect("standard layout");
             let weights = layer.weights.as_slice_mut().expect("standard layout");
             if !self.penalty.is_zero() {
-                for (g, &w) in weight_grad.iter_mut().zip(weights.iter()) {
-                    *g += self.penalty.gradient(w);
-                }
+                let penalty = self.penalty;
+                weight_grad
+                    .par_chunks_mut(COLUMN_BLOCK * 256)
+                    .zip(weights.par_chunks(COLUMN_BLOCK * 256))
+                    .for_each(|(g, w)| {
+                        g.iter_mut()
+                            .zip(w)
+                            .for_each(|(g, &w)| *g += penalty.gradient(w))
+                    });
             }
             let (weight_state, bias_state) = {
                 let (head, tail) = self.state.tensors.split_at_mut(2 * index + 1);
                 (&mut head[2 * index], &mut tail[0])
             };
             debug_assert_eq!(weight_state.len(), weights.len() * slots);
-            self.optimizer.update(
+            finite &= self.optimizer.update_parallel(
                 TensorKind::Weights,
                 weights,
                 weight_grad,
@@ -187,7 +213,7 @@ impl Network {
                 t,
             );
             let bias = layer.bias.as_slice_mut().expect("standard layout");
-            self.optimizer.update(
+            finite &= self.optimizer.update(
                 TensorKind::Bias,
                 bias,
                 &self.bias_grad,
@@ -200,6 +226,7 @@ impl Network {
                 std::mem::swap(&mut self.delta, &mut self.delta_previous);
             }
         }
+        self.finite = finite;
         (loss / rows as f64) as f32
     }
 
