@@ -577,3 +577,226 @@ fn evaluate_drop_last_matches_training_report() {
     assert!(output.status.success(), "{stderr}");
     assert!(stdout.contains("of 28 rows misclassified"), "{stdout}");
 }
+
+#[test]
+fn mlp_trains_evaluates_and_predicts() {
+    let (directory, data) = tiny_dir();
+    let data = data.to_str().unwrap();
+    let output = wgpu_learn(
+        &[
+            "train",
+            "--data",
+            data,
+            "--backend",
+            "cpu",
+            "--model",
+            "mlp",
+            "--hidden",
+            "8,6",
+            "--activation",
+            "relu",
+            "--optimizer",
+            "adam",
+            "--learning-rate",
+            "0.01",
+            "--batch-size",
+            "10",
+            "--epochs",
+            "6",
+            "--shuffle",
+            "--seed",
+            "3",
+            "--output",
+            "mlp.safetensors",
+        ],
+        directory.path(),
+    );
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("model: mlp 16-8-6-3 relu, optimiser adam"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("The code ran for 6 epochs (60 iterations)"),
+        "{stdout}"
+    );
+
+    let output = wgpu_learn(
+        &["evaluate", "--data", data, "--model", "mlp.safetensors"],
+        directory.path(),
+    );
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.starts_with("test error "), "{stdout}");
+    let misclassified: usize = stdout
+        .split('(')
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        misclassified <= 3,
+        "an MLP separates the tiny classes: {stdout}"
+    );
+
+    let output = wgpu_learn(
+        &[
+            "predict",
+            "--data",
+            data,
+            "--model",
+            "mlp.safetensors",
+            "--count",
+            "6",
+        ],
+        directory.path(),
+    );
+    let (stdout, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(stdout.contains("labels:    0 1 2 0 1 2"), "{stdout}");
+}
+
+#[test]
+fn resumed_run_matches_unbroken_run() {
+    let (directory, data) = tiny_dir();
+    let data = data.to_str().unwrap();
+    let common = [
+        "train",
+        "--data",
+        data,
+        "--backend",
+        "cpu",
+        "--model",
+        "mlp",
+        "--hidden",
+        "5",
+        "--optimizer",
+        "nesterov",
+        "--learning-rate",
+        "0.05",
+        "--l2",
+        "0.001",
+        "--batch-size",
+        "10",
+        "--shuffle",
+        "--seed",
+        "4",
+        "--quiet",
+    ];
+    let run = |extra: &[&str]| {
+        let args: Vec<&str> = common.iter().chain(extra).copied().collect();
+        let output = wgpu_learn(&args, directory.path());
+        let (stdout, stderr) = text(&output);
+        assert!(output.status.success(), "{args:?}\n{stdout}\n{stderr}");
+        stdout
+    };
+    run(&[
+        "--epochs",
+        "5",
+        "--output",
+        "unbroken.safetensors",
+        "--checkpoint",
+        "unbroken.ckpt",
+    ]);
+    run(&[
+        "--epochs",
+        "2",
+        "--output",
+        "half.safetensors",
+        "--checkpoint",
+        "run.ckpt",
+    ]);
+    // Settings on the command line are ignored on resume, except --epochs.
+    let stdout = run(&[
+        "--epochs",
+        "5",
+        "--resume",
+        "run.ckpt",
+        "--l1",
+        "9",
+        "--output",
+        "resumed.safetensors",
+    ]);
+    assert!(
+        stdout.contains("The code ran for 5 epochs (50 iterations)"),
+        "{stdout}"
+    );
+
+    // Metadata order in the files varies, so the contents are compared.
+    let model = |name: &str| wgpu_learn::model::load_model(&directory.path().join(name)).unwrap();
+    let checkpoint =
+        |name: &str| wgpu_learn::model::load_checkpoint(&directory.path().join(name)).unwrap();
+    assert_eq!(
+        model("resumed.safetensors"),
+        model("unbroken.safetensors"),
+        "best models"
+    );
+    assert_eq!(
+        checkpoint("run.ckpt"),
+        checkpoint("unbroken.ckpt"),
+        "the checkpoint is updated in place"
+    );
+    let checkpoint = checkpoint("run.ckpt");
+    assert_eq!(checkpoint.progress.epoch, 5);
+    assert_eq!(checkpoint.state.steps, 50);
+}
+
+#[test]
+fn resume_from_plain_model_is_rejected() {
+    let (directory, data) = tiny_dir();
+    let data = data.to_str().unwrap();
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--data",
+            data,
+            "--backend",
+            "cpu",
+            "--batch-size",
+            "10",
+            "--max-epochs",
+            "1",
+        ];
+        args.extend_from_slice(extra);
+        wgpu_learn(&args, directory.path())
+    };
+    let output = train(&["--output", "plain.safetensors"]);
+    assert!(output.status.success(), "{:?}", text(&output));
+    let output = train(&["--resume", "plain.safetensors"]);
+    let (_, stderr) = text(&output);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("plain.safetensors"), "{stderr}");
+    assert!(
+        stderr.contains("write checkpoints with `train --checkpoint FILE`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn invalid_mlp_settings_exit_with_code_2() {
+    let (directory, data) = tiny_dir();
+    let data = data.to_str().unwrap();
+    let cases: [(&[&str], &str); 6] = [
+        (&["--model", "mlp", "--hidden", "0"], "hidden"),
+        (
+            &["--optimizer", "momentum", "--momentum", "1.5"],
+            "momentum",
+        ),
+        (&["--l2", "-1"], "l2"),
+        (&["--epochs", "0"], "--epochs"),
+        (&["--activation", "softplus"], "softplus"),
+        (&["--schedule", "step", "--step-factor", "2"], "step-factor"),
+    ];
+    for (extra, named) in cases {
+        let mut args = vec!["train", "--data", data, "--backend", "cpu"];
+        args.extend_from_slice(extra);
+        let output = wgpu_learn(&args, directory.path());
+        let (_, stderr) = text(&output);
+        assert_eq!(output.status.code(), Some(2), "{extra:?}: {stderr}");
+        assert!(stderr.contains(named), "{extra:?}: {stderr}");
+    }
+}
