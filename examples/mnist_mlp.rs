@@ -35,13 +35,24 @@ fn main() -> anyhow::Result<()> {
 
     let data_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/mnist");
     let splits = load_idx_dir(&data_dir, None)?;
-    let model = Mlp::new(splits.train.sample_shape().to_vec(), &[800], splits.n_classes(), Activation::Relu, 1);
+    let model = Mlp::new(
+        splits.train.sample_shape().to_vec(),
+        &[800],
+        splits.n_classes(),
+        Activation::Relu,
+        1,
+    );
     let setup = Setup::new(model.into()).with_optimizer(Optimizer::Momentum {
         momentum: 0.9,
         nesterov: true,
     });
     let opened = open_backend_for(choice, None, &splits, &setup, &config)?;
-    println!("training {} on {} ({})", setup.model.summary(), opened.backend.description(), opened.reason);
+    println!(
+        "training {} on {} ({})",
+        setup.model.summary(),
+        opened.backend.description(),
+        opened.reason
+    );
     let mut backend = opened.backend;
 
     let trained = trainer.fit(&splits, backend.as_mut(), |event| match event {
@@ -49,7 +60,10 @@ fn main() -> anyhow::Result<()> {
             epoch,
             validation_error,
             ..
-        } => println!("epoch {epoch}: validation error {:.2} %", validation_error * 100.0),
+        } => println!(
+            "epoch {epoch}: validation error {:.2} %",
+            validation_error * 100.0
+        ),
         TrainEvent::TestedBest { test_error, .. } => {
             println!("    new best model, test error {:.2} %", test_error * 100.0)
         }

@@ -54,7 +54,7 @@ impl Evaluation {
     }
 }
 
-/// What a backend trains: the starting parameters, the update rule, the
+/// Training inputs of a backend: the starting parameters, the update rule, the
 /// penalties and, when resuming, the optimiser state.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Setup {
@@ -69,7 +69,7 @@ pub struct Setup {
 }
 
 impl Setup {
-    /// The classic tutorial's setup: logistic regression with zero weights,
+    /// Returns the classic tutorial's setup: logistic regression with zero weights,
     /// plain SGD and no penalty.
     pub fn classic(splits: &Splits) -> Self {
         Setup::new(
@@ -106,7 +106,7 @@ impl Setup {
         self
     }
 
-    /// Whether this is logistic regression with plain SGD and no penalty,
+    /// Returns whether this is logistic regression with plain SGD and no penalty,
     /// which the fused classic kernels train.
     pub fn is_plain_logistic(&self) -> bool {
         matches!(self.model, Model::Logistic(_))
@@ -145,7 +145,7 @@ impl Setup {
     }
 }
 
-/// A place to train: holds the three splits, the model parameters and the
+/// A place to train, containing the three splits, the model parameters and the
 /// optimiser state.
 ///
 /// The trainer calls [`Backend::train_steps`] with the minibatches between two

@@ -58,8 +58,8 @@ pub enum Optimizer {
 /// Defaults of Adam's moment decays and epsilon, as in its paper.
 pub const ADAM_DEFAULTS: (f32, f32, f32) = (0.9, 0.999, 1e-8);
 
-/// Which tensor of a layer an update applies to; weight decay and the L1
-/// and L2 penalties apply to weights only.
+/// Kind of tensor an update applies to. Weight decay and the L1 and L2
+/// penalties apply to weights only.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TensorKind {
     /// A weight matrix.
@@ -158,7 +158,7 @@ impl Optimizer {
     }
 
     /// Applies one update to `params` with gradient `grads`, which already
-    /// includes any L1 or L2 penalty. `state` holds [`Optimizer::slots`]
+    /// includes any L1 or L2 penalty. `state` contains [`Optimizer::slots`]
     /// vectors of the same length, one after another. `t` is the step count
     /// from 1. Returns whether every updated parameter is finite.
     pub fn update(
@@ -311,7 +311,7 @@ pub struct Penalty {
 }
 
 impl Penalty {
-    /// Whether both coefficients are zero.
+    /// Returns whether both coefficients are zero.
     pub fn is_zero(&self) -> bool {
         self.l1 == 0.0 && self.l2 == 0.0
     }
@@ -462,7 +462,7 @@ pub struct OptimizerState {
     /// Update steps taken so far; Adam's bias correction uses it.
     pub steps: u64,
     /// For each layer in order, its weights' state and then its bias's state.
-    /// Each entry holds [`Optimizer::slots`] vectors one after another, each
+    /// Each entry contains [`Optimizer::slots`] vectors one after another, each
     /// as long as its tensor (weights row-major, `inputs x outputs`).
     pub tensors: Vec<Vec<f32>>,
 }

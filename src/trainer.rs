@@ -76,8 +76,10 @@ pub struct TrainReport {
     pub test_error: Option<f64>,
     /// 0-based iteration after which the best model was measured.
     pub best_iteration: usize,
-    /// Epochs started.
+    /// Epochs started, counting those of the run that a resumed run continues.
     pub epochs: usize,
+    /// Epochs completed before this call, by the run it resumed; 0 for a new run.
+    pub resumed_after_epochs: usize,
     /// Minibatch steps run.
     pub iterations: usize,
     /// Wall time of the training loop in seconds, without loading data or
@@ -88,10 +90,10 @@ pub struct TrainReport {
 }
 
 impl TrainReport {
-    /// Epochs per second of training time.
+    /// Epochs per second of training time in this call.
     pub fn epochs_per_second(&self) -> f64 {
         if self.seconds > 0.0 {
-            self.epochs as f64 / self.seconds
+            self.epochs.saturating_sub(self.resumed_after_epochs) as f64 / self.seconds
         } else {
             0.0
         }
@@ -105,7 +107,7 @@ pub struct Trained {
     pub model: Model,
     /// Figures of the run.
     pub report: TrainReport,
-    /// Where the run stopped, for a checkpoint to resume from.
+    /// Counters at the point where the run stopped, for a checkpoint to resume from.
     pub progress: Progress,
 }
 
@@ -239,6 +241,12 @@ impl Trainer {
         let resumed_best_iteration = progress
             .best_validation_error
             .map(|_| progress.best_iteration);
+        // A checkpoint taken mid-epoch continues that epoch, so it counts as not completed.
+        let resumed_after_epochs = if progress.minibatch < batches {
+            progress.epoch.saturating_sub(1)
+        } else {
+            progress.epoch
+        };
         let mut interrupted = false;
         // Patience only ends a run when no fixed epoch count is set.
         let mut done = config.epochs.is_none()
@@ -317,6 +325,7 @@ impl Trainer {
                 test_error: progress.test_error,
                 best_iteration: progress.best_iteration,
                 epochs: progress.epoch,
+                resumed_after_epochs,
                 iterations: progress.iterations,
                 seconds: started.elapsed().as_secs_f64(),
                 interrupted,

@@ -13,8 +13,8 @@ use ndarray::Array2;
 /// Trains on the CPU with rayon, reading the splits in place.
 ///
 /// Logistic regression with plain SGD and no penalty, the classic setup,
-/// runs through [`fused::sgd_step`], with the weights kept classes-major;
-/// when every feature is `byte / 256`, as with MNIST, it trains on a byte
+/// runs through [`fused::sgd_step`], with the weights kept classes-major.
+/// When every feature is `byte / 256`, as with MNIST, it trains on a byte
 /// copy of the features: a quarter of the memory traffic, with
 /// bit-identical results. Every other setup runs through [`Network`].
 pub struct CpuBackend<'a> {

@@ -45,7 +45,7 @@ pub struct Network {
     delta_previous: Array2<f32>,
     weight_grad: Array2<f32>,
     bias_grad: Vec<f32>,
-    /// Whether every parameter was finite after the last update.
+    /// Returns whether every parameter was finite after the last update.
     finite: bool,
 }
 

@@ -252,7 +252,7 @@ impl Model {
         }
     }
 
-    /// One line describing the architecture, such as `mlp 784-500-10 tanh`.
+    /// Returns one line describing the architecture, such as `mlp 784-500-10 tanh`.
     pub fn summary(&self) -> String {
         match self {
             Model::Logistic(model) => format!(
@@ -368,8 +368,8 @@ impl Model {
         Ok(())
     }
 
-    /// The model as layers: one for logistic regression, with its weights
-    /// and biases copied.
+    /// Copies the model's parameters into layers, one layer for logistic
+    /// regression.
     pub fn to_layers(&self) -> Vec<Dense> {
         match self {
             Model::Logistic(model) => vec![Dense {
