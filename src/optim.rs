@@ -178,18 +178,32 @@ impl Optimizer {
             "optimiser state has slots() vectors per tensor"
         );
         let (first, second) = split_slots(state, n, self.slots());
-        self.update_slots(kind, params, grads, first, second, learning_rate, t)
+        let no_penalty = Penalty::default();
+        self.update_slots(
+            kind,
+            params,
+            grads,
+            first,
+            second,
+            no_penalty,
+            learning_rate,
+            t,
+        )
     }
 
     /// Runs [`Optimizer::update`] on blocks of parameters in parallel with
-    /// rayon. Each parameter's update depends only on its own values, so
-    /// the result equals the sequential one.
+    /// rayon, first adding the gradient of `penalty` to the gradient of
+    /// weights (not biases), in the same pass over memory. Each parameter's
+    /// update depends only on its own values, so the result equals that of
+    /// adding the penalty and calling [`Optimizer::update`].
+    #[allow(clippy::too_many_arguments)]
     pub fn update_parallel(
         &self,
         kind: TensorKind,
         params: &mut [f32],
         grads: &[f32],
         state: &mut [f32],
+        penalty: Penalty,
         learning_rate: f32,
         t: u64,
     ) -> bool {
@@ -201,10 +215,24 @@ impl Optimizer {
             n * self.slots(),
             "optimiser state has slots() vectors per tensor"
         );
-        if n <= BLOCK {
-            return self.update(kind, params, grads, state, learning_rate, t);
-        }
+        let penalty = if kind == TensorKind::Weights {
+            penalty
+        } else {
+            Penalty::default()
+        };
         let (first, second) = split_slots(state, n, self.slots());
+        if n <= BLOCK {
+            return self.update_slots(
+                kind,
+                params,
+                grads,
+                first,
+                second,
+                penalty,
+                learning_rate,
+                t,
+            );
+        }
         // Empty slots give no chunks, so they are padded with empty slices.
         let first_chunks: Vec<&mut [f32]> = if first.is_empty() {
             (0..n.div_ceil(BLOCK)).map(|_| &mut [][..]).collect()
@@ -221,7 +249,9 @@ impl Optimizer {
             .zip(grads.par_chunks(BLOCK))
             .zip(first_chunks.into_par_iter())
             .zip(second_chunks.into_par_iter())
-            .map(|(((p, g), s0), s1)| self.update_slots(kind, p, g, s0, s1, learning_rate, t))
+            .map(|(((p, g), s0), s1)| {
+                self.update_slots(kind, p, g, s0, s1, penalty, learning_rate, t)
+            })
             .reduce(|| true, |a, b| a && b)
     }
 
@@ -233,19 +263,26 @@ impl Optimizer {
         grads: &[f32],
         first: &mut [f32],
         second: &mut [f32],
+        penalty: Penalty,
         learning_rate: f32,
         t: u64,
     ) -> bool {
+        let penalize = !penalty.is_zero();
+        // The branch is the same for every element, so the compiler can
+        // hoist it out of the loops.
+        let effective = |g: f32, p: f32| if penalize { g + penalty.gradient(p) } else { g };
         let mut finite = true;
         match *self {
             Optimizer::Sgd => {
                 for (p, &g) in params.iter_mut().zip(grads) {
+                    let g = effective(g, *p);
                     *p -= learning_rate * g;
                     finite &= p.is_finite();
                 }
             }
             Optimizer::Momentum { momentum, nesterov } => {
                 for ((p, &g), v) in params.iter_mut().zip(grads).zip(first.iter_mut()) {
+                    let g = effective(g, *p);
                     *v = momentum * *v + g;
                     let step = if nesterov { g + momentum * *v } else { *v };
                     *p -= learning_rate * step;
@@ -276,6 +313,7 @@ impl Optimizer {
                     .zip(first.iter_mut())
                     .zip(second.iter_mut())
                 {
+                    let g = effective(g, *p);
                     *p -= decay * *p;
                     *m = beta1 * *m + (1.0 - beta1) * g;
                     *v = beta2 * *v + (1.0 - beta2) * g * g;

@@ -188,17 +188,6 @@ impl Network {
             let layer = &mut self.layers[index];
             let weight_grad = self.weight_grad.as_slice_mut().expect("standard layout");
             let weights = layer.weights.as_slice_mut().expect("standard layout");
-            if !self.penalty.is_zero() {
-                let penalty = self.penalty;
-                weight_grad
-                    .par_chunks_mut(COLUMN_BLOCK * 256)
-                    .zip(weights.par_chunks(COLUMN_BLOCK * 256))
-                    .for_each(|(g, w)| {
-                        g.iter_mut()
-                            .zip(w)
-                            .for_each(|(g, &w)| *g += penalty.gradient(w))
-                    });
-            }
             let (weight_state, bias_state) = {
                 let (head, tail) = self.state.tensors.split_at_mut(2 * index + 1);
                 (&mut head[2 * index], &mut tail[0])
@@ -209,6 +198,7 @@ impl Network {
                 weights,
                 weight_grad,
                 weight_state,
+                self.penalty,
                 learning_rate,
                 t,
             );
