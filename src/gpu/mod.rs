@@ -18,6 +18,7 @@ mod backend;
 mod chunks;
 mod context;
 pub mod kernels;
+mod network;
 mod runner;
 mod shaders;
 mod storage;
