@@ -15,6 +15,11 @@
 // row, then applies `activation`. FLAG_TIMES_DERIVATIVE multiplies each
 // element by the activation derivative at the same element of the m x n
 // layer output at epilogue_offset.
+//
+// NOTE: measured on lavapipe (LLVM 15, 2-core VM), 20 steps of a 784-500-10
+// MLP at batch 100 plus a forward pass over 10000 rows took 49 s with TILE
+// 16 and 54 s with TILE 8, about 0.1 G multiply-adds per second. No
+// hardware GPU has run these kernels yet.
 
 const WORK: u32 = 4u;
 const BLOCK: u32 = TILE * WORK;
@@ -50,10 +55,13 @@ fn main(
 ) {
     let first_row = workgroup.y * BLOCK;
     let first_column = workgroup.x * BLOCK;
-    var sums: array<f32, WORK * WORK>;
-    for (var i = 0u; i < WORK * WORK; i++) {
-        sums[i] = 0.0;
-    }
+    // Row i of the invocation's outputs, one column per vector lane. WORK
+    // is 4, so each row is one vec4 and the loop below is written out
+    // instead of indexing a private array.
+    var sums0 = vec4<f32>(0.0);
+    var sums1 = vec4<f32>(0.0);
+    var sums2 = vec4<f32>(0.0);
+    var sums3 = vec4<f32>(0.0);
 
     for (var start = 0u; start < params.k; start += TILE) {
         // Each invocation loads WORK elements of each tile.
@@ -68,21 +76,28 @@ fn main(
         }
         workgroupBarrier();
         for (var inner = 0u; inner < TILE; inner++) {
-            var a: array<f32, WORK>;
-            var b: array<f32, WORK>;
-            for (var i = 0u; i < WORK; i++) {
-                a[i] = a_tile[(local.y + i * TILE) * TILE + inner];
-                b[i] = b_tile[inner * BLOCK + local.x + i * TILE];
-            }
-            for (var i = 0u; i < WORK; i++) {
-                for (var j = 0u; j < WORK; j++) {
-                    sums[i * WORK + j] += a[i] * b[j];
-                }
-            }
+            let a = vec4<f32>(
+                a_tile[local.y * TILE + inner],
+                a_tile[(local.y + TILE) * TILE + inner],
+                a_tile[(local.y + 2u * TILE) * TILE + inner],
+                a_tile[(local.y + 3u * TILE) * TILE + inner],
+            );
+            let b_start = inner * BLOCK + local.x;
+            let b = vec4<f32>(
+                b_tile[b_start],
+                b_tile[b_start + TILE],
+                b_tile[b_start + 2u * TILE],
+                b_tile[b_start + 3u * TILE],
+            );
+            sums0 += a.x * b;
+            sums1 += a.y * b;
+            sums2 += a.z * b;
+            sums3 += a.w * b;
         }
         workgroupBarrier();
     }
 
+    let sums = mat4x4<f32>(sums0, sums1, sums2, sums3);
     for (var i = 0u; i < WORK; i++) {
         let row = first_row + local.y + i * TILE;
         for (var j = 0u; j < WORK; j++) {
@@ -91,7 +106,7 @@ fn main(
                 continue;
             }
             let index = row * params.n + column;
-            var value = sums[i * WORK + j];
+            var value = sums[i][j];
             if (params.flags & FLAG_BIAS_ACTIVATION) != 0u {
                 value = activate(params.activation, value + net[params.epilogue_offset + column]);
             } else if (params.flags & FLAG_TIMES_DERIVATIVE) != 0u {

@@ -38,7 +38,7 @@ const STATUS_LEN: usize = 2;
 /// Parameter slots of the first uniform buffer; it grows when a call needs more.
 const INITIAL_PARAMS_SLOTS: usize = 1024;
 
-/// Where one layer's matrices sit, as element offsets.
+/// Element offsets of one layer's matrices.
 #[derive(Clone, Copy, Debug)]
 struct LayerLayout {
     inputs: usize,
