@@ -12,6 +12,7 @@ use super::context::GpuContext;
 use super::kernels::{
     Bindings, Kernel, Kernels, Params, STATUS_ERRORS, STATUS_FIRST_NON_FINITE_STEP, STATUS_LEN,
 };
+use super::network::NetworkEngine;
 use super::storage::{self, FeatureStorage};
 use crate::backend::{Backend, Batch, Evaluation, Setup};
 use crate::data::{Dataset, Split, Splits};
@@ -115,6 +116,167 @@ pub struct GpuCounters {
     pub uploads: u64,
 }
 
+/// Trains on a GPU through wgpu.
+///
+/// All three splits are uploaded once at creation and stay on the GPU.
+/// Each [`Backend::train_steps`] call is one queue submission and one
+/// upload of the steps' parameters, with no read-back, and each
+/// [`Backend::evaluate`] call is one submission and one read-back of the
+/// error count and the non-finite status. Errors of queued steps can
+/// therefore surface in the next `evaluate`.
+///
+/// Two engines run behind it. Logistic regression with plain SGD, no
+/// penalty and rows in file order runs on the classic fused kernels. Every
+/// other [`Setup`] runs on the network kernels of [`super::network`]: tiled
+/// matrix multiplies through any number of dense layers, any optimiser and
+/// penalty, and a training order applied on the device.
+pub struct GpuBackend {
+    engine: Engine,
+}
+
+enum Engine {
+    Classic(Box<ClassicEngine>),
+    Network(Box<NetworkEngine>),
+}
+
+impl GpuBackend {
+    /// Creates a device for `options.adapter`, builds the kernels and uploads
+    /// the three splits and the parameters and optimiser state of `setup`.
+    ///
+    /// # Errors
+    /// [`Error::InvalidConfig`] for a zero batch size or invalid optimiser
+    /// settings, or for [`FeatureStorage::U8`] with a feature that is not
+    /// `byte / 256`, whose split, row and column the message names.
+    /// [`Error::Shape`] if the model or the optimiser state does not fit the
+    /// data. [`Error::NoAdapter`] if no adapter matches, [`Error::Gpu`] if a
+    /// batch, the weights, a split of the network engine or a single row
+    /// exceed a device limit (named in the message) or the device reports an
+    /// error.
+    pub fn with_setup(splits: &Splits, options: GpuOptions, setup: &Setup) -> Result<Self> {
+        if options.batch_size == 0 || options.batch_size > u32::MAX as usize {
+            return Err(Error::InvalidConfig {
+                name: "batch-size",
+                value: options.batch_size.to_string(),
+                expected: format!("an integer in 1..={}", u32::MAX),
+            });
+        }
+        setup.validate()?;
+        setup.model.check_dataset(&splits.train)?;
+        let engine = match &setup.model {
+            Model::Logistic(model) if setup.is_plain_logistic() && !options.shuffled => {
+                let steps_done = setup.state.as_ref().map_or(0, |state| state.steps);
+                Engine::Classic(Box::new(ClassicEngine::new(
+                    splits, options, model, steps_done,
+                )?))
+            }
+            _ => Engine::Network(Box::new(NetworkEngine::new(splits, options, setup)?)),
+        };
+        Ok(GpuBackend { engine })
+    }
+
+    /// Creates a device for `options.adapter`, builds the kernels and uploads
+    /// the three splits, with a zero logistic-regression model trained by
+    /// plain SGD on the classic kernels.
+    ///
+    /// # Errors
+    /// As [`GpuBackend::with_setup`].
+    pub fn new(splits: &Splits, options: GpuOptions) -> Result<Self> {
+        Self::with_setup(splits, options, &Setup::classic(splits))
+    }
+
+    /// GPU traffic counts since creation.
+    pub fn counters(&self) -> GpuCounters {
+        match &self.engine {
+            Engine::Classic(engine) => engine.counters(),
+            Engine::Network(engine) => engine.counters(),
+        }
+    }
+
+    /// Storage of the features on the GPU: [`FeatureStorage::F32`] or
+    /// [`FeatureStorage::U8`], never [`FeatureStorage::Auto`].
+    pub fn feature_storage(&self) -> FeatureStorage {
+        match &self.engine {
+            Engine::Classic(engine) => engine.feature_storage(),
+            Engine::Network(engine) => engine.feature_storage(),
+        }
+    }
+
+    /// Bytes of GPU memory that the features of all three splits use.
+    pub fn feature_bytes(&self) -> u64 {
+        match &self.engine {
+            Engine::Classic(engine) => engine.feature_bytes(),
+            Engine::Network(engine) => engine.feature_bytes(),
+        }
+    }
+
+    /// Returns the device this backend runs on.
+    pub fn context(&self) -> &GpuContext {
+        match &self.engine {
+            Engine::Classic(engine) => engine.context(),
+            Engine::Network(engine) => engine.context(),
+        }
+    }
+
+    /// Rows held by each chunk of `split`, in order. The network engine
+    /// keeps each split in one chunk.
+    pub fn chunk_rows(&self, split: Split) -> Vec<Range<usize>> {
+        match &self.engine {
+            Engine::Classic(engine) => engine.chunk_rows(split),
+            Engine::Network(engine) => engine.chunk_rows(split),
+        }
+    }
+
+    /// Whether this backend trains on the network kernels rather than the
+    /// classic fused ones.
+    pub fn uses_network_kernels(&self) -> bool {
+        matches!(self.engine, Engine::Network(_))
+    }
+
+    fn backend(&mut self) -> &mut dyn Backend {
+        match &mut self.engine {
+            Engine::Classic(engine) => engine.as_mut(),
+            Engine::Network(engine) => engine.as_mut(),
+        }
+    }
+}
+
+impl Backend for GpuBackend {
+    fn description(&self) -> String {
+        match &self.engine {
+            Engine::Classic(engine) => engine.description(),
+            Engine::Network(engine) => engine.description(),
+        }
+    }
+
+    fn train_steps(&mut self, batches: &[Batch], learning_rate: f32) -> Result<()> {
+        self.backend().train_steps(batches, learning_rate)
+    }
+
+    fn set_train_order(&mut self, order: Option<&[u32]>) -> Result<()> {
+        self.backend().set_train_order(order)
+    }
+
+    fn evaluate(&mut self, split: Split, batches: &[Batch]) -> Result<Evaluation> {
+        self.backend().evaluate(split, batches)
+    }
+
+    fn keep_best(&mut self) -> Result<()> {
+        self.backend().keep_best()
+    }
+
+    fn best_model(&mut self) -> Result<Model> {
+        self.backend().best_model()
+    }
+
+    fn current_model(&mut self) -> Result<Model> {
+        self.backend().current_model()
+    }
+
+    fn optimizer_state(&mut self) -> Result<OptimizerState> {
+        self.backend().optimizer_state()
+    }
+}
+
 /// One chunk of a split: whole rows of features with their labels.
 struct Chunk {
     features: wgpu::Buffer,
@@ -143,15 +305,13 @@ struct ModelBuffers {
     model_read_back: wgpu::Buffer,
 }
 
-/// Trains on a GPU through wgpu.
+/// The classic engine: logistic regression with plain SGD through the
+/// fused kernels of `shaders/logits.wgsl`, `softmax_nll.wgsl` and
+/// `sgd_update.wgsl`, reading rows in file order.
 ///
-/// All three splits are uploaded once by [`GpuBackend::new`] and stay on the
-/// GPU; batches are addressed by row offsets in a uniform buffer. Each
-/// [`Backend::train_steps`] call is one queue submission with no read-back,
-/// and each [`Backend::evaluate`] call is one submission and one read-back of
-/// the error count and the non-finite status. Errors of queued steps can
-/// therefore surface in the next `evaluate`.
-pub struct GpuBackend {
+/// Splits are uploaded in chunks of whole rows, and batches are addressed
+/// by row offsets in a uniform buffer.
+struct ClassicEngine {
     context: GpuContext,
     kernels: Kernels,
     options: GpuOptions,
@@ -173,40 +333,19 @@ pub struct GpuBackend {
 /// Parameter slots of the first uniform buffer; it grows when a call needs more.
 const INITIAL_PARAMS_SLOTS: usize = 1024;
 
-impl GpuBackend {
-    /// Creates a device for `options.adapter`, builds the kernels and uploads
-    /// the three splits, ready to train `setup`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidConfig`] for a zero batch size, or for
-    /// [`FeatureStorage::U8`] with a feature that is not `byte / 256`, whose
-    /// split, row and column the message names. [`Error::NoAdapter`] if no
-    /// adapter matches, [`Error::Gpu`] if a batch, the weights or a
-    /// single row exceed a device limit (named in the message) or the device
-    /// reports an error.
-    pub fn with_setup(splits: &Splits, options: GpuOptions, setup: &Setup) -> Result<Self> {
-        setup.validate()?;
-        setup.model.check_dataset(&splits.train)?;
-        // TODO: the network kernels are not written yet; only the classic setup runs.
-        if setup.is_plain_logistic() && !options.shuffled && *setup == Setup::classic(splits) {
-            return Self::new(splits, options);
-        }
-        Err(Error::Gpu {
-            reason: format!(
-                "{} with {} is not supported on the GPU path yet",
-                setup.model.summary(),
-                setup.optimizer.name()
-            ),
-        })
-    }
-
-    /// Creates a device for `options.adapter`, builds the kernels and uploads
-    /// the three splits, with a zero logistic-regression model trained by
-    /// plain SGD.
+impl ClassicEngine {
+    /// Creates a device for `options.adapter`, builds the classic kernels
+    /// and uploads the three splits and `initial`, which has taken
+    /// `steps_done` steps.
     ///
     /// # Errors
     /// As [`GpuBackend::with_setup`].
-    pub fn new(splits: &Splits, options: GpuOptions) -> Result<Self> {
+    fn new(
+        splits: &Splits,
+        options: GpuOptions,
+        initial: &LogisticRegression,
+        steps_done: u64,
+    ) -> Result<Self> {
         if options.batch_size == 0 || options.batch_size > u32::MAX as usize {
             return Err(Error::InvalidConfig {
                 name: "batch-size",
@@ -251,7 +390,7 @@ impl GpuBackend {
         let test = upload(Split::Test, 1, "one row")?;
 
         let params = create_params_buffer(&context, &kernels, INITIAL_PARAMS_SLOTS)?;
-        let mut backend = GpuBackend {
+        let mut backend = ClassicEngine {
             context,
             kernels,
             options,
@@ -265,12 +404,35 @@ impl GpuBackend {
             model,
             params,
             params_slots: INITIAL_PARAMS_SLOTS,
-            steps_done: 0,
+            steps_done,
             has_best: false,
             counters,
         };
         backend.create_bind_groups()?;
+        backend.upload_initial_model(initial)?;
         Ok(backend)
+    }
+
+    /// Writes `initial` into the weights and bias buffers unless it is all
+    /// zeros, which new buffers already hold.
+    fn upload_initial_model(&mut self, initial: &LogisticRegression) -> Result<()> {
+        if initial
+            .weights
+            .iter()
+            .chain(initial.bias.iter())
+            .all(|&value| value == 0.0 && value.is_sign_positive())
+        {
+            return Ok(());
+        }
+        let weights: Vec<f32> = initial.weights.iter().copied().collect();
+        let bias: Vec<f32> = initial.bias.iter().copied().collect();
+        self.context.scoped("uploading the initial model", || {
+            let queue = self.context.queue();
+            queue.write_buffer(&self.model.weights, 0, bytemuck::cast_slice(&weights));
+            queue.write_buffer(&self.model.bias, 0, bytemuck::cast_slice(&bias));
+        })?;
+        self.counters.uploads += 2;
+        Ok(())
     }
 
     /// GPU traffic counts since creation.
@@ -508,7 +670,7 @@ impl GpuBackend {
     }
 }
 
-impl Backend for GpuBackend {
+impl Backend for ClassicEngine {
     fn description(&self) -> String {
         format!(
             "{}, features {}",

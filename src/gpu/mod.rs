@@ -4,7 +4,9 @@
 //!   software ones such as lavapipe.
 //! - [`GpuContext`]: the device and queue, with wgpu errors returned as
 //!   [`Error::Gpu`](crate::Error::Gpu) instead of panics.
-//! - [`GpuBackend`]: the [`Backend`](crate::Backend) that trains on the GPU.
+//! - [`GpuBackend`]: the [`Backend`](crate::Backend) that trains on the GPU,
+//!   with the classic fused kernels for plain logistic regression and the
+//!   network kernels (`network`) for every other setup.
 //! - [`KernelRunner`]: runs one kernel on host arrays, for tests.
 //! - [`FeatureStorage`]: features on the GPU as f32, or as bytes when every
 //!   value is `byte / 256`.
@@ -18,6 +20,7 @@ mod backend;
 mod chunks;
 mod context;
 pub mod kernels;
+mod network;
 mod runner;
 mod shaders;
 mod storage;
