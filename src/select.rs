@@ -88,9 +88,10 @@ pub fn open_backend_for<'a>(
     let open_gpu = |request: AdapterRequest, reason: String| -> Result<Opened<'a>> {
         let options = GpuOptions::default()
             .with_adapter(request)
-            .with_batch_size(batch_size);
+            .with_batch_size(batch_size)
+            .with_shuffled(config.shuffle);
         Ok(Opened {
-            backend: Box::new(GpuBackend::new(splits, options)?),
+            backend: Box::new(GpuBackend::with_setup(splits, options, setup)?),
             reason,
         })
     };
