@@ -254,7 +254,9 @@ impl Trainer {
             && progress.patience < progress.iterations;
         let mut resumed_epoch = progress.minibatch < batches && progress.epoch > 0;
 
-        while !done && (resumed_epoch || progress.epoch < epoch_limit) {
+        while !done
+            && ((resumed_epoch && progress.epoch <= epoch_limit) || progress.epoch < epoch_limit)
+        {
             if resumed_epoch {
                 resumed_epoch = false;
             } else {

@@ -807,9 +807,30 @@ fn mlp_trains_on_gpu_and_resumes_on_cpu() {
     let data = data.to_str().unwrap();
     let output = wgpu_learn(
         &[
-            "train", "--data", data, "--backend", "gpu", "--model", "mlp", "--hidden", "8", "--optimizer", "adam",
-            "--learning-rate", "0.01", "--batch-size", "10", "--epochs", "3", "--shuffle", "--seed", "2",
-            "--checkpoint", "gpu.ckpt", "--output", "gpu.safetensors",
+            "train",
+            "--data",
+            data,
+            "--backend",
+            "gpu",
+            "--model",
+            "mlp",
+            "--hidden",
+            "8",
+            "--optimizer",
+            "adam",
+            "--learning-rate",
+            "0.01",
+            "--batch-size",
+            "10",
+            "--epochs",
+            "3",
+            "--shuffle",
+            "--seed",
+            "2",
+            "--checkpoint",
+            "gpu.ckpt",
+            "--output",
+            "gpu.safetensors",
         ],
         directory.path(),
     );
@@ -824,17 +845,39 @@ fn mlp_trains_on_gpu_and_resumes_on_cpu() {
     }
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("network kernels"), "{stdout}");
-    assert!(stdout.contains("model: mlp 16-8-3 tanh, optimiser adam"), "{stdout}");
+    assert!(
+        stdout.contains("model: mlp 16-8-3 tanh, optimiser adam"),
+        "{stdout}"
+    );
 
     // The checkpoint stores the state in the model's layout, so the CPU path continues it.
     let output = wgpu_learn(
-        &["train", "--data", data, "--backend", "cpu", "--resume", "gpu.ckpt", "--epochs", "5", "--output", "cpu.safetensors"],
+        &[
+            "train",
+            "--data",
+            data,
+            "--backend",
+            "cpu",
+            "--resume",
+            "gpu.ckpt",
+            "--epochs",
+            "5",
+            "--output",
+            "cpu.safetensors",
+        ],
         directory.path(),
     );
     let (stdout, stderr) = text(&output);
     assert!(output.status.success(), "{stdout}\n{stderr}");
-    assert!(stdout.contains("resuming after epoch 3 minibatch 10 (30 iterations)"), "{stdout}");
-    assert!(stdout.contains("The code ran for 5 epochs (50 iterations)"), "{stdout}");
-    let checkpoint = wgpu_learn::model::load_checkpoint(&directory.path().join("gpu.ckpt")).unwrap();
+    assert!(
+        stdout.contains("resuming after epoch 3 minibatch 10 (30 iterations)"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("The code ran for 5 epochs (50 iterations)"),
+        "{stdout}"
+    );
+    let checkpoint =
+        wgpu_learn::model::load_checkpoint(&directory.path().join("gpu.ckpt")).unwrap();
     assert_eq!(checkpoint.state.steps, 50);
 }

@@ -502,3 +502,62 @@ fn network_results_do_not_depend_on_thread_count() {
     assert_eq!(one, in_pool(3));
     assert_ne!(one, setup.model, "training moved the weights");
 }
+
+#[test]
+fn run_interrupted_mid_epoch_resumes_exactly() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let splits = splits(320, 12, 4);
+    let setup = Setup::new(Mlp::new(vec![12], &[8], 4, Activation::Sigmoid, 6).into())
+        .with_optimizer(Optimizer::Momentum {
+            momentum: 0.8,
+            nesterov: false,
+        });
+    // 8 batches per epoch and a validation every 3 steps, so a stop can fall inside an epoch.
+    let config = TrainConfig::default()
+        .with_batch_size(40)
+        .with_learning_rate(0.1)
+        .with_validation_frequency(3)
+        .with_shuffle(4)
+        .with_epochs(3);
+    let (unbroken, unbroken_report) = run(&splits, config.clone(), &setup);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut first = CpuBackend::with_setup(&splits, &setup).unwrap();
+    let trainer = Trainer::new(config.clone())
+        .unwrap()
+        .with_stop_flag(stop.clone());
+    let stopped = trainer
+        .fit(&splits, &mut first, |event| {
+            if let wgpu_learn::TrainEvent::StepsCompleted {
+                epoch: 2, done: 4, ..
+            } = event
+            {
+                stop.store(true, Ordering::Relaxed);
+            }
+        })
+        .unwrap();
+    assert!(stopped.report.interrupted);
+    assert_eq!(
+        (stopped.progress.epoch, stopped.progress.minibatch),
+        (2, 4),
+        "stopped after the validation at step 12"
+    );
+
+    let resumed_setup = Setup::new(first.current_model().unwrap())
+        .with_optimizer(setup.optimizer)
+        .with_state(first.optimizer_state().unwrap());
+    let mut second = CpuBackend::with_setup(&splits, &resumed_setup).unwrap();
+    let rest = Trainer::new(config)
+        .unwrap()
+        .with_progress(stopped.progress, Some(stopped.model))
+        .fit(&splits, &mut second, |_| {})
+        .unwrap();
+    assert_eq!(second.current_model().unwrap(), unbroken);
+    assert_eq!(rest.report.iterations, unbroken_report.iterations);
+    assert_eq!(
+        rest.report.best_validation_error,
+        unbroken_report.best_validation_error
+    );
+    assert_eq!(rest.report.resumed_after_epochs, 1);
+}
