@@ -21,7 +21,9 @@ fn main() -> anyhow::Result<()> {
         None => BackendChoice::Auto,
     };
     let epochs: usize = match args.next() {
-        Some(text) => text.parse()?,
+        Some(text) => text.parse().map_err(|_| {
+            anyhow::anyhow!("invalid EPOCHS `{text}`; expected a positive integer such as 15")
+        })?,
         None => 15,
     };
 

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use wgpu_learn::data::mnist;
+use wgpu_learn::model::MAX_PARAMETERS;
 use wgpu_learn::model::{load_checkpoint, load_model, save_checkpoint, save_model, Checkpoint};
 use wgpu_learn::optim::ADAM_DEFAULTS;
 use wgpu_learn::select::{open_backend_for, BackendChoice};
@@ -168,7 +169,8 @@ struct TrainArgs {
         long,
         value_delimiter = ',',
         default_value = "500",
-        value_name = "UNITS"
+        value_name = "UNITS",
+        value_parser = parse_width
     )]
     hidden: Vec<usize>,
 
@@ -267,7 +269,7 @@ struct TrainArgs {
 
     /// Train exactly this many epochs instead of stopping by patience; the
     /// saved model is still the one with the lowest validation error.
-    #[arg(long, value_name = "EPOCHS", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "EPOCHS", value_parser = parse_epochs)]
     epochs: Option<u64>,
 
     /// Also save the training state (current parameters, optimiser state,
@@ -277,8 +279,9 @@ struct TrainArgs {
 
     /// Continue the run saved in a checkpoint. Its model, optimiser and
     /// training settings are used, and the options that set them are
-    /// ignored, except --epochs and --max-epochs, which extend the run. The
-    /// checkpoint is updated in place unless --checkpoint names another file.
+    /// ignored, except --epochs and --max-epochs, which set the run's new
+    /// total number of epochs. The checkpoint is updated in place unless
+    /// --checkpoint names another file.
     #[arg(long, value_name = "FILE")]
     resume: Option<PathBuf>,
 
@@ -372,6 +375,24 @@ enum ScheduleKind {
     Inverse,
 }
 
+fn parse_width(text: &str) -> std::result::Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(width) if width > 0 => Ok(width),
+        _ => Err(format!(
+            "invalid layer width `{text}`; expected comma-separated positive integers, such as 500 or 500,300"
+        )),
+    }
+}
+
+fn parse_epochs(text: &str) -> std::result::Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(epochs) if epochs > 0 => Ok(epochs),
+        _ => Err(format!(
+            "invalid epoch count `{text}`; expected an integer of at least 1"
+        )),
+    }
+}
+
 fn parse_split(text: &str) -> std::result::Result<Split, String> {
     match text {
         "train" => Ok(Split::Train),
@@ -447,6 +468,19 @@ impl RunPlan {
             if let Some(epochs) = args.epochs {
                 config.epochs = Some(epochs as usize);
             }
+            if let Schedule::Cosine { epochs } = config.schedule {
+                if config.epoch_limit() > epochs {
+                    return Err(wgpu_learn::Error::InvalidConfig {
+                        name: "epochs",
+                        value: config.epoch_limit().to_string(),
+                        expected: format!(
+                            "at most {epochs}: the checkpoint's cosine schedule reaches a learning rate of 0 \
+                             after epoch {epochs}, so later epochs would not train; start a new run with a \
+                             larger --epochs instead"
+                        ),
+                    });
+                }
+            }
             return Ok(RunPlan {
                 config,
                 optimizer: checkpoint.optimizer,
@@ -502,15 +536,23 @@ impl RunPlan {
             l1: args.l1,
             l2: args.l2,
         };
-        optimizer.validate()?;
-        penalty.validate()?;
-        if let Some(width) = args.hidden.iter().find(|&&width| width == 0) {
-            return Err(wgpu_learn::Error::InvalidConfig {
-                name: "hidden",
-                value: width.to_string(),
-                expected: "widths of at least 1 unit, such as 500 or 500,300".to_string(),
-            });
+        // Every optimiser's settings are checked, not only the chosen one's,
+        // so that a value out of range is never silently ignored.
+        for candidate in [
+            Optimizer::Momentum {
+                momentum: args.momentum,
+                nesterov: false,
+            },
+            Optimizer::AdamW {
+                beta1,
+                beta2,
+                epsilon,
+                weight_decay: args.weight_decay,
+            },
+        ] {
+            candidate.validate()?;
         }
+        penalty.validate()?;
         Ok(RunPlan {
             config,
             optimizer,
@@ -570,7 +612,25 @@ fn train(args: &TrainArgs) -> Result<PathBuf> {
         trainer = trainer.with_progress(checkpoint.progress.clone(), Some(checkpoint.best.clone()));
     }
     let checkpoint_path = args.checkpoint.clone().or_else(|| args.resume.clone());
-    check_output_directory(&args.output)?;
+    if let Some(path) = &checkpoint_path {
+        check_output_directory(path, "the checkpoint")?;
+        if same_file(path, &args.output) {
+            anyhow::bail!(
+                "--checkpoint and --output both name `{}`; the checkpoint would replace the best model, so give them different files",
+                path.display()
+            );
+        }
+    }
+    if plan.resumed.is_some() {
+        let ignored = options_ignored_on_resume();
+        if !ignored.is_empty() {
+            eprintln!(
+                "note: ignored with --resume, which uses the checkpoint's settings: {}",
+                ignored.join(", ")
+            );
+        }
+    }
+    check_output_directory(&args.output, "the model")?;
 
     if args.adapter.is_some() && args.backend == BackendChoice::Cpu {
         eprintln!("note: --adapter is ignored with --backend cpu");
@@ -592,6 +652,18 @@ fn train(args: &TrainArgs) -> Result<PathBuf> {
         splits.n_features(),
         splits.n_classes()
     );
+    check_work_left(&plan, &splits)?;
+    if plan.resumed.is_none() && args.model_kind == ModelKind::Mlp {
+        let parameters =
+            Mlp::parameter_count(splits.n_features(), &args.hidden, splits.n_classes());
+        if parameters.is_none_or(|count| count > MAX_PARAMETERS) {
+            anyhow::bail!(
+                "--hidden {:?} with {} input features makes more than {MAX_PARAMETERS} parameters; use narrower layers",
+                args.hidden,
+                splits.n_features()
+            );
+        }
+    }
     let setup = plan.setup(args, &splits);
     setup
         .model
@@ -900,21 +972,111 @@ fn shipped_mnist_dir() -> Result<PathBuf> {
         })
 }
 
-fn check_output_directory(output: &Path) -> Result<()> {
+/// Fails when a resumed run has nothing left to train: its epoch limit is
+/// already reached, or early stopping already ended it.
+fn check_work_left(plan: &RunPlan, splits: &Splits) -> Result<()> {
+    let Some(checkpoint) = &plan.resumed else {
+        return Ok(());
+    };
+    let config = &plan.config;
+    let progress = &checkpoint.progress;
+    let batches =
+        wgpu_learn::Batch::split(splits.train.len(), config.batch_size, config.drop_last).len();
+    let limit = config.epoch_limit();
+    if progress.epoch > limit || (progress.epoch == limit && progress.minibatch >= batches) {
+        anyhow::bail!(
+            "the checkpoint has finished epoch {} and the run's limit is {limit} epochs; pass --epochs N with N greater than {} to train more",
+            progress.epoch,
+            progress.epoch
+        );
+    }
+    if config.epochs.is_none() && progress.epoch > 0 && progress.patience < progress.iterations {
+        anyhow::bail!(
+            "early stopping already ended this run after {} iterations (patience); pass --epochs N with N greater than {} to train on",
+            progress.iterations,
+            progress.epoch
+        );
+    }
+    Ok(())
+}
+
+/// Returns whether `a` and `b` name the same file, as written or once resolved.
+fn same_file(a: &Path, b: &Path) -> bool {
+    if a == b {
+        return true;
+    }
+    let resolve = |path: &Path| {
+        let parent = match path.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent,
+            _ => Path::new("."),
+        };
+        let name = path.file_name()?;
+        parent
+            .canonicalize()
+            .ok()
+            .map(|directory| directory.join(name))
+    };
+    matches!((resolve(a), resolve(b)), (Some(x), Some(y)) if x == y)
+}
+
+/// Returns the `train` options given on the command line that `--resume`
+/// replaces with the checkpoint's settings.
+fn options_ignored_on_resume() -> Vec<String> {
+    const IGNORED: [&str; 22] = [
+        "learning_rate",
+        "batch_size",
+        "patience",
+        "improvement_threshold",
+        "drop_last",
+        "model_kind",
+        "hidden",
+        "activation",
+        "optimizer",
+        "momentum",
+        "beta1",
+        "beta2",
+        "epsilon",
+        "weight_decay",
+        "l1",
+        "l2",
+        "schedule",
+        "step_every",
+        "step_factor",
+        "decay",
+        "shuffle",
+        "seed",
+    ];
+    let Ok(matches) = Cli::command().try_get_matches_from(std::env::args_os()) else {
+        return Vec::new();
+    };
+    let Some(train) = matches.subcommand_matches("train") else {
+        return Vec::new();
+    };
+    IGNORED
+        .iter()
+        .filter(|id| train.value_source(id) == Some(clap::parser::ValueSource::CommandLine))
+        .map(|id| match *id {
+            "model_kind" => "--model".to_string(),
+            other => format!("--{}", other.replace('_', "-")),
+        })
+        .collect()
+}
+
+fn check_output_directory(output: &Path, what: &str) -> Result<()> {
     let directory = match output.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent,
         _ => Path::new("."),
     };
     if !directory.is_dir() {
         anyhow::bail!(
-            "cannot save the model to `{}`: directory `{}` does not exist",
+            "cannot save {what} to `{}`: directory `{}` does not exist",
             output.display(),
             directory.display()
         );
     }
     if output.is_dir() {
         anyhow::bail!(
-            "cannot save the model to `{}`: it is a directory",
+            "cannot save {what} to `{}`: it is a directory",
             output.display()
         );
     }

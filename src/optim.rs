@@ -97,20 +97,20 @@ impl Optimizer {
     /// # Errors
     /// [`crate::Error::InvalidConfig`] naming the first setting out of range.
     pub fn validate(&self) -> crate::Result<()> {
-        let unit = |name: &'static str, value: f32| {
+        let unit = |name: &'static str, value: f32, example: &str| {
             if (0.0..1.0).contains(&value) {
                 Ok(())
             } else {
                 Err(crate::config::invalid(
                     name,
                     value,
-                    "expected a number in [0, 1), such as 0.9",
+                    format!("expected a number in [0, 1), such as {example}"),
                 ))
             }
         };
         match *self {
             Optimizer::Sgd => Ok(()),
-            Optimizer::Momentum { momentum, .. } => unit("momentum", momentum),
+            Optimizer::Momentum { momentum, .. } => unit("momentum", momentum, "0.9"),
             Optimizer::Adam {
                 beta1,
                 beta2,
@@ -122,8 +122,8 @@ impl Optimizer {
                 epsilon,
                 ..
             } => {
-                unit("beta1", beta1)?;
-                unit("beta2", beta2)?;
+                unit("beta1", beta1, "0.9")?;
+                unit("beta2", beta2, "0.999")?;
                 if !(epsilon.is_finite() && epsilon > 0.0) {
                     return Err(crate::config::invalid(
                         "epsilon",

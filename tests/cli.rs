@@ -780,8 +780,21 @@ fn resume_from_plain_model_is_rejected() {
 fn invalid_mlp_settings_exit_with_code_2() {
     let (directory, data) = tiny_dir();
     let data = data.to_str().unwrap();
-    let cases: [(&[&str], &str); 6] = [
-        (&["--model", "mlp", "--hidden", "0"], "hidden"),
+    let cases: [(&[&str], &str); 9] = [
+        (
+            &["--model", "mlp", "--hidden", "0"],
+            "invalid layer width `0`",
+        ),
+        (
+            &["--model", "mlp", "--hidden", "500,abc"],
+            "invalid layer width `abc`",
+        ),
+        // Settings of an optimiser that is not selected are checked too.
+        (&["--momentum", "1"], "momentum"),
+        (
+            &["--optimizer", "adam", "--weight-decay", "-1"],
+            "weight-decay",
+        ),
         (
             &["--optimizer", "momentum", "--momentum", "1.5"],
             "momentum",
@@ -880,4 +893,117 @@ fn mlp_trains_on_gpu_and_resumes_on_cpu() {
     let checkpoint =
         wgpu_learn::model::load_checkpoint(&directory.path().join("gpu.ckpt")).unwrap();
     assert_eq!(checkpoint.state.steps, 50);
+}
+
+#[test]
+fn checkpoint_and_resume_mistakes_are_reported() {
+    let (directory, data) = tiny_dir();
+    let data = data.to_str().unwrap();
+    let train = |extra: &[&str]| {
+        let mut args = vec![
+            "train",
+            "--data",
+            data,
+            "--backend",
+            "cpu",
+            "--batch-size",
+            "10",
+            "--quiet",
+        ];
+        args.extend_from_slice(extra);
+        let output = wgpu_learn(&args, directory.path());
+        let (stdout, stderr) = text(&output);
+        (output.status.code(), stdout, stderr)
+    };
+
+    let (code, stdout, stderr) = train(&["--epochs", "1", "--checkpoint", "no/such/dir/run.ckpt"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("cannot save the checkpoint to `no/such/dir/run.ckpt`"),
+        "{stderr}"
+    );
+    assert!(
+        !stdout.contains("Optimization complete"),
+        "rejected before training: {stdout}"
+    );
+
+    let (code, _, stderr) = train(&[
+        "--epochs",
+        "1",
+        "--checkpoint",
+        "same.safetensors",
+        "--output",
+        "./same.safetensors",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("--checkpoint and --output both name"),
+        "{stderr}"
+    );
+
+    let cosine = [
+        "--model",
+        "mlp",
+        "--hidden",
+        "4",
+        "--schedule",
+        "cosine",
+        "--epochs",
+        "2",
+        "--checkpoint",
+        "cos.ckpt",
+    ];
+    let (code, _, stderr) = train(&cosine);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, _, stderr) = train(&["--resume", "cos.ckpt", "--epochs", "4"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("cosine schedule reaches a learning rate of 0"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = train(&["--resume", "cos.ckpt"]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("the checkpoint has finished epoch 2"),
+        "{stderr}"
+    );
+
+    let (code, _, stderr) = train(&[
+        "--model",
+        "mlp",
+        "--hidden",
+        "1000000,1000",
+        "--epochs",
+        "1",
+    ]);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("parameters; use narrower layers"),
+        "{stderr}"
+    );
+
+    // Positive control: a constant schedule resumes for more epochs, and
+    // options that the checkpoint overrides are named.
+    let (code, _, stderr) = train(&[
+        "--model",
+        "mlp",
+        "--hidden",
+        "4",
+        "--epochs",
+        "1",
+        "--checkpoint",
+        "run.ckpt",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, _, stderr) = train(&[
+        "--resume",
+        "run.ckpt",
+        "--epochs",
+        "2",
+        "--learning-rate",
+        "0.5",
+    ]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stderr.contains("note: ignored with --resume, which uses the checkpoint's settings: --learning-rate, --batch-size"), "{stderr}");
 }

@@ -96,6 +96,11 @@ pub fn load_checkpoint(path: &Path) -> Result<Checkpoint> {
 }
 
 fn decode(bytes: &[u8]) -> std::result::Result<Checkpoint, String> {
+    if bytes.is_empty() {
+        return Err(
+            "the file is empty; write checkpoints with `train --checkpoint FILE`".to_string(),
+        );
+    }
     let (model, metadata) = decode_with_prefix(bytes, "")?;
     let header = metadata.get("checkpoint").ok_or_else(|| {
         "this is a model file without training state; write checkpoints with `train --checkpoint FILE`".to_string()

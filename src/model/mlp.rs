@@ -9,6 +9,12 @@ use ndarray::{Array1, Array2, ArrayView2, Axis};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+/// Largest parameter count that the command line accepts for a new network:
+/// 2^28 (1 GiB of f32 per copy). Training keeps several copies (gradients,
+/// optimiser state, the best model), so larger networks risk exhausting
+/// memory part way, where an allocation failure aborts the process.
+pub const MAX_PARAMETERS: usize = 1 << 28;
+
 /// Activation function of the hidden layers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -179,6 +185,18 @@ impl Mlp {
             activation,
             sample_shape,
         }
+    }
+
+    /// Returns the number of weights and biases of a network with these
+    /// sizes, or `None` if it overflows `usize`.
+    pub fn parameter_count(features: usize, hidden: &[usize], classes: usize) -> Option<usize> {
+        let mut widths = vec![features];
+        widths.extend_from_slice(hidden);
+        widths.push(classes);
+        widths.windows(2).try_fold(0usize, |total, pair| {
+            let layer = pair[0].checked_add(1)?.checked_mul(pair[1])?;
+            total.checked_add(layer)
+        })
     }
 
     /// Widths of the hidden layers, from the input side.
