@@ -98,7 +98,7 @@ pub enum Error {
     /// The loss or the parameters stopped being finite during training.
     #[error(
         "training diverged at epoch {epoch}, minibatch {minibatch}: {what} is not finite; \
-         lower the learning rate (it was {learning_rate})"
+         lower the learning rate (it was {learning_rate:?})"
     )]
     Diverged {
         /// 1-based epoch of the failing step.
@@ -120,5 +120,22 @@ impl Error {
             path: path.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn divergence_message_prints_rate_compactly() {
+        let diverged = |learning_rate| Error::Diverged {
+            epoch: 1,
+            minibatch: 2,
+            what: "the loss",
+            learning_rate,
+        };
+        assert!(diverged(1e30).to_string().contains("(it was 1e30)"), "{}", diverged(1e30));
+        assert!(diverged(0.13).to_string().contains("(it was 0.13)"), "{}", diverged(0.13));
     }
 }
