@@ -127,7 +127,7 @@ pub struct GpuCounters {
 ///
 /// Two engines run behind it. Logistic regression with plain SGD, no
 /// penalty and rows in file order runs on the classic fused kernels. Every
-/// other [`Setup`] runs on the network kernels of [`super::network`]: tiled
+/// other [`Setup`] runs on the network kernels (`src/gpu/network`): tiled
 /// matrix multiplies through any number of dense layers, any optimiser and
 /// penalty, and a training order applied on the device.
 pub struct GpuBackend {
