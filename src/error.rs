@@ -135,7 +135,15 @@ mod tests {
             what: "the loss",
             learning_rate,
         };
-        assert!(diverged(1e30).to_string().contains("(it was 1e30)"), "{}", diverged(1e30));
-        assert!(diverged(0.13).to_string().contains("(it was 0.13)"), "{}", diverged(0.13));
+        assert!(
+            diverged(1e30).to_string().contains("(it was 1e30)"),
+            "{}",
+            diverged(1e30)
+        );
+        assert!(
+            diverged(0.13).to_string().contains("(it was 0.13)"),
+            "{}",
+            diverged(0.13)
+        );
     }
 }

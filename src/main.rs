@@ -9,7 +9,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use wgpu_learn::data::mnist;
 use wgpu_learn::model::MAX_PARAMETERS;
-use wgpu_learn::model::{load_checkpoint, load_model, save_checkpoint, save_model, Checkpoint};
+use wgpu_learn::model::{
+    load_checkpoint, load_model_with_data, save_checkpoint, save_model_trained_on, Checkpoint,
+    DataSummary,
+};
 use wgpu_learn::optim::ADAM_DEFAULTS;
 use wgpu_learn::select::{open_backend_for, BackendChoice};
 use wgpu_learn::{
@@ -653,6 +656,14 @@ fn train(args: &TrainArgs) -> Result<PathBuf> {
         splits.n_classes()
     );
     check_work_left(&plan, &splits)?;
+    let trained_on = DataSummary::of(&splits.train);
+    if let Some(recorded) = plan
+        .resumed
+        .as_ref()
+        .and_then(|checkpoint| checkpoint.data.as_ref())
+    {
+        warn_if_other_data("the checkpoint", recorded, &trained_on);
+    }
     if plan.resumed.is_none() && args.model_kind == ModelKind::Mlp {
         let parameters =
             Mlp::parameter_count(splits.n_features(), &args.hidden, splits.n_classes());
@@ -707,7 +718,7 @@ fn train(args: &TrainArgs) -> Result<PathBuf> {
     if report.interrupted {
         say!("interrupted: saving the best model so far");
     }
-    save_model(&trained.model, &args.output)?;
+    save_model_trained_on(&trained.model, &trained_on, &args.output)?;
     if let Some(path) = &checkpoint_path {
         let checkpoint = Checkpoint {
             model: backend.current_model()?,
@@ -717,6 +728,7 @@ fn train(args: &TrainArgs) -> Result<PathBuf> {
             state: backend.optimizer_state()?,
             progress: trained.progress.clone(),
             config: plan.config.clone(),
+            data: Some(trained_on.clone()),
         };
         save_checkpoint(&checkpoint, path)?;
         say!("checkpoint saved to {}", path.display());
@@ -746,8 +758,11 @@ fn train(args: &TrainArgs) -> Result<PathBuf> {
 }
 
 fn evaluate(args: &EvaluateArgs) -> Result<()> {
-    let model = load_model(&args.model)?;
+    let (model, recorded) = load_model_with_data(&args.model)?;
     let splits = load_splits(&args.data)?;
+    if let Some(recorded) = &recorded {
+        warn_if_other_data("the model", recorded, &DataSummary::of(&splits.train));
+    }
     let full = splits.get(args.split);
     let complete_batches;
     let data = if args.drop_last {
@@ -775,8 +790,11 @@ fn evaluate(args: &EvaluateArgs) -> Result<()> {
 }
 
 fn predict(args: &PredictArgs) -> Result<()> {
-    let model = load_model(&args.model)?;
+    let (model, recorded) = load_model_with_data(&args.model)?;
     let splits = load_splits(&args.data)?;
+    if let Some(recorded) = &recorded {
+        warn_if_other_data("the model", recorded, &DataSummary::of(&splits.train));
+    }
     let data = splits.get(args.split);
     model
         .check_dataset(data)
@@ -970,6 +988,15 @@ fn shipped_mnist_dir() -> Result<PathBuf> {
                     .join(", ")
             )
         })
+}
+
+/// Prints a note when `what` was trained on other data than `current`.
+fn warn_if_other_data(what: &str, recorded: &DataSummary, current: &DataSummary) {
+    if recorded != current {
+        eprintln!(
+            "note: {what} was trained on other data ({recorded}) than this training split ({current}); pass the --data it was trained on"
+        );
+    }
 }
 
 /// Fails when a resumed run has nothing left to train: its epoch limit is

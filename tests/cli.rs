@@ -1007,3 +1007,50 @@ fn checkpoint_and_resume_mistakes_are_reported() {
     assert_eq!(code, Some(0), "{stderr}");
     assert!(stderr.contains("note: ignored with --resume, which uses the checkpoint's settings: --learning-rate, --batch-size"), "{stderr}");
 }
+
+#[test]
+fn model_used_on_other_data_is_noted() {
+    let (directory, data) = tiny_dir();
+    let other = directory.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    write_tiny_idx(&other, 90, 30);
+    let data = data.to_str().unwrap();
+    let output = wgpu_learn(
+        &[
+            "train",
+            "--data",
+            data,
+            "--backend",
+            "cpu",
+            "--batch-size",
+            "10",
+            "--max-epochs",
+            "1",
+            "--quiet",
+        ],
+        directory.path(),
+    );
+    assert!(output.status.success(), "{:?}", text(&output));
+
+    let output = wgpu_learn(&["evaluate", "--data", data], directory.path());
+    let (_, stderr) = text(&output);
+    assert!(output.status.success(), "{stderr}");
+    assert!(!stderr.contains("note:"), "same data, no note: {stderr}");
+
+    for command in ["evaluate", "predict"] {
+        let output = wgpu_learn(
+            &[command, "--data", other.to_str().unwrap()],
+            directory.path(),
+        );
+        let (_, stderr) = text(&output);
+        assert!(output.status.success(), "{command}: {stderr}");
+        assert!(
+            stderr.contains("note: the model was trained on other data (100 rows of 16 features"),
+            "{command}: {stderr}"
+        );
+        assert!(
+            stderr.contains("this training split (75 rows of 16 features"),
+            "{command}: {stderr}"
+        );
+    }
+}

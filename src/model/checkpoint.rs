@@ -7,7 +7,9 @@
 //! [`OptimizerState::tensors`], empty ones left out), and a `checkpoint`
 //! metadata entry with the settings and counters as JSON.
 
-use super::file::{decode_with_prefix, encode_with, write_atomically, NamedTensor};
+use super::file::{
+    decode_with_prefix, encode_with, write_atomically, DataSummary, NamedTensor, TRAINING_DATA_KEY,
+};
 use super::Model;
 use crate::config::TrainConfig;
 use crate::error::{Error, Result};
@@ -36,6 +38,8 @@ pub struct Checkpoint {
     pub progress: Progress,
     /// Training settings of the run.
     pub config: TrainConfig,
+    /// Training data of the run, if recorded.
+    pub data: Option<DataSummary>,
 }
 
 /// The JSON stored in the `checkpoint` metadata entry.
@@ -72,10 +76,13 @@ pub fn save_checkpoint(checkpoint: &Checkpoint, path: &Path) -> Result<()> {
             ));
         }
     }
-    let metadata = HashMap::from([(
+    let mut metadata = HashMap::from([(
         "checkpoint".to_string(),
         serde_json::to_string(&header).expect("the header serialises"),
     )]);
+    if let Some(data) = &checkpoint.data {
+        metadata.insert(TRAINING_DATA_KEY.to_string(), data.to_json());
+    }
     let bytes = encode_with(&checkpoint.model, "", extra, metadata)?;
     write_atomically(path, |file| file.write_all(&bytes))
 }
@@ -158,6 +165,7 @@ fn decode(bytes: &[u8]) -> std::result::Result<Checkpoint, String> {
         state,
         progress: header.progress,
         config: header.config,
+        data: DataSummary::from_metadata(&metadata),
     })
 }
 
@@ -194,6 +202,12 @@ mod tests {
                 test_error: Some(0.25),
             },
             config: TrainConfig::default().with_shuffle(7).with_epochs(9),
+            data: Some(DataSummary {
+                rows: 100,
+                features: 4,
+                classes: 2,
+                labels_hash: "00ff".to_string(),
+            }),
         }
     }
 

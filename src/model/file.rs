@@ -34,6 +34,17 @@ pub fn save_model(model: &Model, path: &Path) -> Result<()> {
     write_atomically(path, |file| file.write_all(&bytes))
 }
 
+/// Writes `model` to `path` as [`save_model`] does, recording in the
+/// metadata entry `training_data` which data it was trained on.
+///
+/// # Errors
+/// As [`save_model`].
+pub fn save_model_trained_on(model: &Model, data: &DataSummary, path: &Path) -> Result<()> {
+    let metadata = HashMap::from([(TRAINING_DATA_KEY.to_string(), data.to_json())]);
+    let bytes = encode(model, "", metadata)?;
+    write_atomically(path, |file| file.write_all(&bytes))
+}
+
 /// Writes a file through a temporary file and a rename; `write` fills the
 /// temporary file.
 pub(crate) fn write_atomically(
@@ -71,6 +82,64 @@ pub(crate) fn write_atomically(
         .persist(path)
         .map_err(|error| Error::io("renaming the temporary file to", path, error.error))?;
     Ok(())
+}
+
+/// Metadata entry that records the training data of a model.
+pub(crate) const TRAINING_DATA_KEY: &str = "training_data";
+
+/// Identity of a training set: its size and a hash of its labels. Model
+/// files and checkpoints record it so that using a model on other data can
+/// be flagged; two different datasets of the same size almost never share
+/// the label hash.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DataSummary {
+    /// Training rows.
+    pub rows: usize,
+    /// Features per row.
+    pub features: usize,
+    /// Classes.
+    pub classes: usize,
+    /// 64-bit FNV-1a hash of the labels (each as 4 little-endian bytes), in hex.
+    pub labels_hash: String,
+}
+
+impl DataSummary {
+    /// Summarises `data`.
+    pub fn of(data: &crate::data::Dataset) -> Self {
+        let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+        for label in data.labels() {
+            for byte in label.to_le_bytes() {
+                hash ^= u64::from(byte);
+                hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+            }
+        }
+        DataSummary {
+            rows: data.len(),
+            features: data.n_features(),
+            classes: data.n_classes(),
+            labels_hash: format!("{hash:016x}"),
+        }
+    }
+
+    pub(crate) fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a summary serialises")
+    }
+
+    pub(crate) fn from_metadata(metadata: &HashMap<String, String>) -> Option<Self> {
+        metadata
+            .get(TRAINING_DATA_KEY)
+            .and_then(|text| serde_json::from_str(text).ok())
+    }
+}
+
+impl std::fmt::Display for DataSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} rows of {} features, {} classes, labels hash {}",
+            self.rows, self.features, self.classes, self.labels_hash
+        )
+    }
 }
 
 /// A named f32 tensor ready to serialise.
@@ -195,6 +264,15 @@ fn encode(model: &Model, prefix: &str, extra_metadata: HashMap<String, String>) 
 /// a safetensors file, was written by something else, or its tensors disagree
 /// with its metadata.
 pub fn load_model(path: &Path) -> Result<Model> {
+    load_model_with_data(path).map(|(model, _)| model)
+}
+
+/// Reads a model as [`load_model`] does, with the training data recorded by
+/// [`save_model_trained_on`], if any.
+///
+/// # Errors
+/// As [`load_model`].
+pub fn load_model_with_data(path: &Path) -> Result<(Model, Option<DataSummary>)> {
     if !path.is_file() {
         return Err(Error::ModelFile {
             path: path.to_path_buf(),
@@ -208,7 +286,7 @@ pub fn load_model(path: &Path) -> Result<Model> {
     let bytes =
         std::fs::read(path).map_err(|source| Error::io("reading model file", path, source))?;
     decode(&bytes)
-        .map(|(model, _)| model)
+        .map(|(model, metadata)| (model, DataSummary::from_metadata(&metadata)))
         .map_err(|reason| Error::ModelFile {
             path: path.to_path_buf(),
             reason,
