@@ -465,44 +465,9 @@ struct RunPlan {
 impl RunPlan {
     fn from_args(args: &TrainArgs) -> wgpu_learn::Result<RunPlan> {
         if let Some(path) = &args.resume {
-            let checkpoint = load_checkpoint(path)?;
-            let mut config = checkpoint.config.clone();
-            config.max_epochs = args.max_epochs;
-            if let Some(epochs) = args.epochs {
-                config.epochs = Some(epochs as usize);
-            }
-            if let Schedule::Cosine { epochs } = config.schedule {
-                if config.epoch_limit() > epochs {
-                    return Err(wgpu_learn::Error::InvalidConfig {
-                        name: "epochs",
-                        value: config.epoch_limit().to_string(),
-                        expected: format!(
-                            "at most {epochs}: the checkpoint's cosine schedule reaches a learning rate of 0 \
-                             after epoch {epochs}, so later epochs would not train; start a new run with a \
-                             larger --epochs instead"
-                        ),
-                    });
-                }
-            }
-            return Ok(RunPlan {
-                config,
-                optimizer: checkpoint.optimizer,
-                penalty: checkpoint.penalty,
-                resumed: Some(checkpoint),
-            });
+            return Self::resumed(args, load_checkpoint(path)?);
         }
         let epochs = args.epochs.map(|epochs| epochs as usize);
-        let schedule = match args.schedule {
-            ScheduleKind::Constant => Schedule::Constant,
-            ScheduleKind::Step => Schedule::Step {
-                every: args.step_every,
-                factor: args.step_factor,
-            },
-            ScheduleKind::Cosine => Schedule::Cosine {
-                epochs: epochs.unwrap_or(args.max_epochs),
-            },
-            ScheduleKind::Inverse => Schedule::Inverse { decay: args.decay },
-        };
         let config = TrainConfig {
             learning_rate: args.learning_rate,
             batch_size: args.batch_size,
@@ -510,57 +475,50 @@ impl RunPlan {
             patience: args.patience,
             improvement_threshold: args.improvement_threshold,
             drop_last: args.drop_last,
-            schedule,
+            schedule: schedule_from_args(args, epochs),
             shuffle: args.shuffle,
             seed: args.seed,
             epochs,
             ..TrainConfig::default()
         };
-        let (beta1, beta2, epsilon) = (args.beta1, args.beta2, args.epsilon);
-        let optimizer = match args.optimizer {
-            OptimizerKind::Sgd => Optimizer::Sgd,
-            OptimizerKind::Momentum | OptimizerKind::Nesterov => Optimizer::Momentum {
-                momentum: args.momentum,
-                nesterov: args.optimizer == OptimizerKind::Nesterov,
-            },
-            OptimizerKind::Adam => Optimizer::Adam {
-                beta1,
-                beta2,
-                epsilon,
-            },
-            OptimizerKind::Adamw => Optimizer::AdamW {
-                beta1,
-                beta2,
-                epsilon,
-                weight_decay: args.weight_decay,
-            },
-        };
         let penalty = Penalty {
             l1: args.l1,
             l2: args.l2,
         };
-        // Every optimiser's settings are checked, not only the chosen one's,
-        // so that a value out of range is never silently ignored.
-        for candidate in [
-            Optimizer::Momentum {
-                momentum: args.momentum,
-                nesterov: false,
-            },
-            Optimizer::AdamW {
-                beta1,
-                beta2,
-                epsilon,
-                weight_decay: args.weight_decay,
-            },
-        ] {
-            candidate.validate()?;
-        }
         penalty.validate()?;
         Ok(RunPlan {
             config,
-            optimizer,
+            optimizer: optimizer_from_args(args)?,
             penalty,
             resumed: None,
+        })
+    }
+
+    /// Takes the settings of `checkpoint`, with the epoch limits of `args`.
+    fn resumed(args: &TrainArgs, checkpoint: Checkpoint) -> wgpu_learn::Result<RunPlan> {
+        let mut config = checkpoint.config.clone();
+        config.max_epochs = args.max_epochs;
+        if let Some(epochs) = args.epochs {
+            config.epochs = Some(epochs as usize);
+        }
+        if let Schedule::Cosine { epochs } = config.schedule {
+            if config.epoch_limit() > epochs {
+                return Err(wgpu_learn::Error::InvalidConfig {
+                    name: "epochs",
+                    value: config.epoch_limit().to_string(),
+                    expected: format!(
+                        "at most {epochs}: the checkpoint's cosine schedule reaches a learning rate of 0 \
+                         after epoch {epochs}, so later epochs would not train; start a new run with a \
+                         larger --epochs instead"
+                    ),
+                });
+            }
+        }
+        Ok(RunPlan {
+            config,
+            optimizer: checkpoint.optimizer,
+            penalty: checkpoint.penalty,
+            resumed: Some(checkpoint),
         })
     }
 
@@ -988,6 +946,49 @@ fn shipped_mnist_dir() -> Result<PathBuf> {
                     .join(", ")
             )
         })
+}
+
+fn schedule_from_args(args: &TrainArgs, epochs: Option<usize>) -> Schedule {
+    match args.schedule {
+        ScheduleKind::Constant => Schedule::Constant,
+        ScheduleKind::Step => Schedule::Step {
+            every: args.step_every,
+            factor: args.step_factor,
+        },
+        ScheduleKind::Cosine => Schedule::Cosine {
+            epochs: epochs.unwrap_or(args.max_epochs),
+        },
+        ScheduleKind::Inverse => Schedule::Inverse { decay: args.decay },
+    }
+}
+
+/// Builds the chosen optimiser, after checking every optimiser's settings
+/// (not only the chosen one's) so that no value out of range is ignored.
+fn optimizer_from_args(args: &TrainArgs) -> wgpu_learn::Result<Optimizer> {
+    let (beta1, beta2, epsilon) = (args.beta1, args.beta2, args.epsilon);
+    let momentum = |nesterov| Optimizer::Momentum {
+        momentum: args.momentum,
+        nesterov,
+    };
+    let adamw = Optimizer::AdamW {
+        beta1,
+        beta2,
+        epsilon,
+        weight_decay: args.weight_decay,
+    };
+    momentum(false).validate()?;
+    adamw.validate()?;
+    Ok(match args.optimizer {
+        OptimizerKind::Sgd => Optimizer::Sgd,
+        OptimizerKind::Momentum => momentum(false),
+        OptimizerKind::Nesterov => momentum(true),
+        OptimizerKind::Adam => Optimizer::Adam {
+            beta1,
+            beta2,
+            epsilon,
+        },
+        OptimizerKind::Adamw => adamw,
+    })
 }
 
 /// Prints a note when `what` was trained on other data than `current`.

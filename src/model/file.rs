@@ -88,9 +88,9 @@ pub(crate) fn write_atomically(
 pub(crate) const TRAINING_DATA_KEY: &str = "training_data";
 
 /// Identity of a training set: its size and a hash of its labels. Model
-/// files and checkpoints record it so that using a model on other data can
-/// be flagged; two different datasets of the same size almost never share
-/// the label hash.
+/// files and checkpoints record it, so using a model on other data can be
+/// flagged. Two different datasets of the same size almost never share the
+/// label hash.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DataSummary {
     /// Training rows.
