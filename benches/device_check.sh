@@ -30,7 +30,7 @@ cargo test --release --locked --test gpu_kernels --test gpu_backend --test gpu_m
 ./target/release/wgpu-learn bench --epochs 20 --repeat 3 --json "$out/bench-20-epochs.json" | tee "$out/bench-20-epochs.txt"
 ./target/release/wgpu-learn bench --epochs 2 --repeat 1 --scaling | tee "$out/bench-scaling.txt"
 
-# The fast MLP recipe on the GPU and on the CPU (network kernels on both).
+# The fast MLP recipe on the GPU and on the CPU, for the network engines of both paths.
 recipe=(--model mlp --hidden 800 --activation relu --optimizer nesterov --momentum 0.9
     --learning-rate 0.1 --batch-size 100 --epochs 15 --schedule cosine --shuffle --seed 1 --quiet)
 for path in gpu cpu; do
