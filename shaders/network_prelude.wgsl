@@ -79,10 +79,6 @@ const OPTIMIZER_NESTEROV: u32 = 2u;
 const OPTIMIZER_ADAM: u32 = 3u;
 const OPTIMIZER_ADAMW: u32 = 4u;
 
-// Slots of the status buffer.
-const STATUS_FIRST_NON_FINITE_STEP: u32 = 0u;
-const STATUS_ERRORS: u32 = 1u;
-
 // Invocations per workgroup of the one-dimensional kernels, set by name
 // when the pipeline is built.
 override WORKGROUP_SIZE: u32 = 64u;
@@ -94,26 +90,6 @@ override WORKGROUP_SIZE: u32 = 64u;
 @group(0) @binding(5) var<storage, read_write> state: array<f32>;
 @group(0) @binding(6) var<storage, read_write> batch_labels: array<u32>;
 @group(0) @binding(7) var<storage, read_write> status: array<atomic<u32>>;
-
-// WGSL lets implementations assume that floats are finite, so comparisons
-// with NaN or infinity cannot be trusted; these tests read the bits instead.
-fn is_finite_f32(value: f32) -> bool {
-    return (bitcast<u32>(value) & 0x7f800000u) != 0x7f800000u;
-}
-
-fn is_nan_f32(value: f32) -> bool {
-    let bits = bitcast<u32>(value);
-    return (bits & 0x7f800000u) == 0x7f800000u && (bits & 0x007fffffu) != 0u;
-}
-
-const POSITIVE_INFINITY_BITS: u32 = 0x7f800000u;
-const NEGATIVE_INFINITY_BITS: u32 = 0xff800000u;
-
-// Linear index of an invocation in a dispatch that may use a second
-// dimension when the first would exceed max_compute_workgroups_per_dimension.
-fn linear_index(workgroup: vec3<u32>, workgroups: vec3<u32>, local: u32) -> u32 {
-    return (workgroup.y * workgroups.x + workgroup.x) * WORKGROUP_SIZE + local;
-}
 
 // The activations as Activation::apply in src/model/mlp.rs writes them.
 fn activate(kind: u32, x: f32) -> f32 {

@@ -10,7 +10,7 @@ use super::adapter::AdapterRequest;
 use super::chunks::{pieces, plan_chunks, ChunkLimit};
 use super::context::GpuContext;
 use super::kernels::{
-    Bindings, Kernel, Kernels, Params, STATUS_ERRORS, STATUS_FIRST_NON_FINITE_STEP, STATUS_LEN,
+    evaluation_from_status, Bindings, Kernel, Kernels, Params, STATUS_ERRORS, STATUS_LEN,
 };
 use super::network::NetworkEngine;
 use super::storage::{self, FeatureStorage};
@@ -226,7 +226,7 @@ impl GpuBackend {
         }
     }
 
-    /// Whether this backend trains on the network kernels rather than the
+    /// Returns whether this backend trains on the network kernels rather than the
     /// classic fused ones.
     pub fn uses_network_kernels(&self) -> bool {
         matches!(self.engine, Engine::Network(_))
@@ -785,14 +785,7 @@ impl Backend for ClassicEngine {
             self.options.read_back_timeout,
         )?;
         self.counters.read_backs += 1;
-        let status: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
-        let first_non_finite = status[STATUS_FIRST_NON_FINITE_STEP];
-        Ok(Evaluation {
-            errors: status[STATUS_ERRORS] as u64,
-            rows: batches.iter().map(|batch| batch.len as u64).sum(),
-            first_non_finite_step: (first_non_finite != u32::MAX)
-                .then_some(first_non_finite as u64),
-        })
+        Ok(evaluation_from_status(&bytes, batches))
     }
 
     fn keep_best(&mut self) -> Result<()> {

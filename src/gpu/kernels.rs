@@ -141,7 +141,7 @@ impl Kernels {
             let device = context.device();
             let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                 label: Some("kernel bindings"),
-                entries: &layout_entries(),
+                entries: &layout_entries(PARAMS_SIZE, 2),
             });
             let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                 label: Some("kernel pipeline layout"),
@@ -345,12 +345,17 @@ fn choose_workgroup_size(limits: &wgpu::Limits, requested: Option<u32>) -> Resul
     }
 }
 
-fn layout_entries() -> [wgpu::BindGroupLayoutEntry; 8] {
-    let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
+/// Returns the bind group layout both engines use: binding 0 a uniform
+/// block of `params_size` bytes at a dynamic offset, then seven storage
+/// buffers, of which the first `read_only` are read-only.
+pub(crate) fn layout_entries(params_size: u64, read_only: u32) -> [wgpu::BindGroupLayoutEntry; 8] {
+    let storage = |binding: u32| wgpu::BindGroupLayoutEntry {
         binding,
         visibility: wgpu::ShaderStages::COMPUTE,
         ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Storage { read_only },
+            ty: wgpu::BufferBindingType::Storage {
+                read_only: binding <= read_only,
+            },
             has_dynamic_offset: false,
             min_binding_size: NonZeroU64::new(4),
         },
@@ -363,18 +368,32 @@ fn layout_entries() -> [wgpu::BindGroupLayoutEntry; 8] {
             ty: wgpu::BindingType::Buffer {
                 ty: wgpu::BufferBindingType::Uniform,
                 has_dynamic_offset: true,
-                min_binding_size: NonZeroU64::new(PARAMS_SIZE),
+                min_binding_size: NonZeroU64::new(params_size),
             },
             count: None,
         },
-        storage(1, true),
-        storage(2, true),
-        storage(3, false),
-        storage(4, false),
-        storage(5, false),
-        storage(6, false),
-        storage(7, false),
+        storage(1),
+        storage(2),
+        storage(3),
+        storage(4),
+        storage(5),
+        storage(6),
+        storage(7),
     ]
+}
+
+/// Decodes the status words read back after an evaluation of `batches`.
+pub(crate) fn evaluation_from_status(
+    bytes: &[u8],
+    batches: &[crate::backend::Batch],
+) -> crate::backend::Evaluation {
+    let status: Vec<u32> = bytemuck::pod_collect_to_vec(bytes);
+    let first_non_finite = status[STATUS_FIRST_NON_FINITE_STEP];
+    crate::backend::Evaluation {
+        errors: status[STATUS_ERRORS] as u64,
+        rows: batches.iter().map(|batch| batch.len as u64).sum(),
+        first_non_finite_step: (first_non_finite != u32::MAX).then_some(first_non_finite as u64),
+    }
 }
 
 fn build_pipeline(

@@ -21,9 +21,13 @@ macro_rules! kernel_source {
     };
 }
 
-/// Declarations that every kernel starts with: the `Params` struct, the
-/// bindings other than the features, the workgroup size override and float
-/// helpers.
+/// Declarations that every kernel of both engines starts with: the status
+/// slots, float helpers and dispatch indexing.
+pub(crate) const COMMON: &str = include_str!("../../shaders/common.wgsl");
+
+/// Declarations that every classic kernel starts with after [`COMMON`]: the
+/// `Params` struct, the bindings other than the features and the workgroup
+/// size override.
 pub(crate) const PRELUDE: &str = include_str!("../../shaders/prelude.wgsl");
 
 /// The feature binding as `array<f32>` and its `load_feature` function.
@@ -48,5 +52,5 @@ pub(crate) fn full_source(kernel: KernelSource, storage: FeatureStorage) -> Stri
         FeatureStorage::U8 => FEATURES_U8,
         FeatureStorage::F32 | FeatureStorage::Auto => FEATURES_F32,
     };
-    format!("{PRELUDE}\n{features}\n{}", kernel.source)
+    format!("{COMMON}\n{PRELUDE}\n{features}\n{}", kernel.source)
 }

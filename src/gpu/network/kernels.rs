@@ -7,8 +7,8 @@ use bytemuck::{Pod, Zeroable};
 
 use crate::error::{Error, Result};
 use crate::gpu::context::GpuContext;
-use crate::gpu::kernels::{dispatch_grid, DEFAULT_WORKGROUP_SIZE};
-use crate::gpu::shaders::{FEATURES_F32, FEATURES_U8};
+use crate::gpu::kernels::{dispatch_grid, layout_entries, DEFAULT_WORKGROUP_SIZE};
+use crate::gpu::shaders::{COMMON, FEATURES_F32, FEATURES_U8};
 use crate::gpu::storage::FeatureStorage;
 
 /// Per-dispatch values, mirrored by `struct NetworkParams` in
@@ -164,7 +164,7 @@ impl NetworkKernels {
             let device = context.device();
             let layout = device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
                 label: Some("network kernel bindings"),
-                entries: &layout_entries(),
+                entries: &layout_entries(NETWORK_PARAMS_SIZE, 3),
             });
             let pipeline_layout = device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
                 label: Some("network pipeline layout"),
@@ -174,7 +174,7 @@ impl NetworkKernels {
             let pipelines = NetworkKernel::ALL
                 .iter()
                 .map(|&kernel| {
-                    let mut source = format!("{NETWORK_PRELUDE}\n{features}\n");
+                    let mut source = format!("{COMMON}\n{NETWORK_PRELUDE}\n{features}\n");
                     if kernel == NetworkKernel::Matmul {
                         source.push_str(&format!("const TILE: u32 = {tile}u;\n"));
                     }
@@ -326,38 +326,6 @@ fn choose_tile(limits: &wgpu::Limits) -> u32 {
     } else {
         8
     }
-}
-
-fn layout_entries() -> [wgpu::BindGroupLayoutEntry; 8] {
-    let storage = |binding: u32, read_only: bool| wgpu::BindGroupLayoutEntry {
-        binding,
-        visibility: wgpu::ShaderStages::COMPUTE,
-        ty: wgpu::BindingType::Buffer {
-            ty: wgpu::BufferBindingType::Storage { read_only },
-            has_dynamic_offset: false,
-            min_binding_size: NonZeroU64::new(4),
-        },
-        count: None,
-    };
-    [
-        wgpu::BindGroupLayoutEntry {
-            binding: 0,
-            visibility: wgpu::ShaderStages::COMPUTE,
-            ty: wgpu::BindingType::Buffer {
-                ty: wgpu::BufferBindingType::Uniform,
-                has_dynamic_offset: true,
-                min_binding_size: NonZeroU64::new(NETWORK_PARAMS_SIZE),
-            },
-            count: None,
-        },
-        storage(1, true),
-        storage(2, true),
-        storage(3, true),
-        storage(4, false),
-        storage(5, false),
-        storage(6, false),
-        storage(7, false),
-    ]
 }
 
 #[cfg(test)]

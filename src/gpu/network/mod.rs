@@ -22,18 +22,13 @@ use self::kernels::{
 };
 use super::backend::{GpuCounters, GpuOptions};
 use super::context::GpuContext;
+use super::kernels::{evaluation_from_status, STATUS_ERRORS, STATUS_LEN};
 use super::storage::{self, FeatureStorage};
 use crate::backend::{check_order, Backend, Batch, Evaluation, Setup};
 use crate::data::{Split, Splits};
 use crate::error::{Error, Result};
 use crate::model::{Activation, Dense, Model};
 use crate::optim::{Optimizer, OptimizerState, Penalty};
-
-/// Status buffer slot holding the first non-finite step, `u32::MAX` for none.
-const STATUS_FIRST_NON_FINITE_STEP: usize = 0;
-/// Status buffer slot holding the error count of an evaluation.
-const STATUS_ERRORS: usize = 1;
-const STATUS_LEN: usize = 2;
 
 /// Parameter slots of the first uniform buffer; it grows when a call needs more.
 const INITIAL_PARAMS_SLOTS: usize = 1024;
@@ -715,14 +710,7 @@ impl Backend for NetworkEngine {
             self.options.read_back_timeout,
         )?;
         self.counters.read_backs += 1;
-        let status: Vec<u32> = bytemuck::pod_collect_to_vec(&bytes);
-        let first_non_finite = status[STATUS_FIRST_NON_FINITE_STEP];
-        Ok(Evaluation {
-            errors: status[STATUS_ERRORS] as u64,
-            rows: batches.iter().map(|batch| batch.len as u64).sum(),
-            first_non_finite_step: (first_non_finite != u32::MAX)
-                .then_some(first_non_finite as u64),
-        })
+        Ok(evaluation_from_status(&bytes, batches))
     }
 
     fn keep_best(&mut self) -> Result<()> {
