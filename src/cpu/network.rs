@@ -45,7 +45,7 @@ pub struct Network {
     delta_previous: Array2<f32>,
     weight_grad: Array2<f32>,
     bias_grad: Vec<f32>,
-    /// Returns whether every parameter was finite after the last update.
+    /// Finiteness of every parameter after the last update.
     finite: bool,
 }
 
@@ -82,15 +82,11 @@ impl Network {
         self.template.with_layers(self.layers.clone())
     }
 
-    /// Whether every parameter is finite.
+    /// Returns whether every parameter was finite after the last step (true
+    /// before the first one). The optimiser update computes it in its pass
+    /// over the parameters, so no extra pass is needed.
     pub fn is_finite(&self) -> bool {
-        self.layers.iter().all(|layer| {
-            layer
-                .weights
-                .iter()
-                .chain(layer.bias.iter())
-                .all(|v| v.is_finite())
-        })
+        self.finite
     }
 
     /// Computes every layer's output for the rows of `x` into `self.outputs`.
@@ -170,10 +166,9 @@ impl Network {
                 if self.delta_previous.dim() != (rows, inputs) {
                     self.delta_previous = Array2::zeros((rows, inputs));
                 }
-                general_mat_mul(
-                    1.0,
-                    &self.delta,
-                    &self.layers[index].weights.t(),
+                matmul(
+                    self.delta.view(),
+                    self.layers[index].weights.t(),
                     0.0,
                     &mut self.delta_previous,
                 );
