@@ -2,7 +2,7 @@
 //!
 //! Run with `cargo bench --bench kernels`. Groups:
 //! - `step_600x784x10`: one SGD step on a 600-row minibatch (forward,
-//!   softmax-NLL gradient, weight gradient and update);
+//!   softmax-NLL gradient, weight gradient and update), dense and sparse;
 //! - `evaluate_10000x784x10`: the error count over 10000 rows;
 //! - `reference_ops`: the CPU reference operations one by one.
 //!
@@ -18,6 +18,7 @@ use std::hint::black_box;
 use std::path::Path;
 use wgpu_learn::cpu::fused::{self, FusedParams};
 use wgpu_learn::cpu::ops;
+use wgpu_learn::cpu::sparse::{SparseRows, SparseTrainer};
 use wgpu_learn::data::mnist::load_idx_dir;
 use wgpu_learn::gpu::{GpuBackend, GpuOptions};
 use wgpu_learn::{Backend, Batch, Split, Splits};
@@ -49,6 +50,14 @@ fn step(c: &mut Criterion) {
     let mut params = FusedParams::zeros(d, k);
     group.bench_function(BenchmarkId::new("cpu", "fused"), |b| {
         b.iter(|| black_box(fused::sgd_step(&mut params, x, labels, 0.13)))
+    });
+    // The sparse step does the same arithmetic minus the products with zero
+    // pixels, so its Gelem/s counts the dense step's operations.
+    let sparse = SparseRows::from_features(x, d).expect("MNIST features are bytes");
+    let rows: Vec<u32> = (0..BATCH as u32).collect();
+    let mut trainer = SparseTrainer::new(&FusedParams::zeros(d, k)).expect("10 classes fit");
+    group.bench_function(BenchmarkId::new("cpu", "sparse"), |b| {
+        b.iter(|| black_box(trainer.step(&sparse, &rows, labels, 0.13)))
     });
 
     match GpuBackend::new(&splits, GpuOptions::default().with_batch_size(BATCH)) {
@@ -99,6 +108,12 @@ fn evaluate(c: &mut Criterion) {
                 splits.validation.labels(),
             ))
         })
+    });
+    let sparse = SparseRows::from_features(splits.validation.features(), d)
+        .expect("MNIST features are bytes");
+    let trainer = SparseTrainer::new(&params).expect("10 classes fit");
+    group.bench_function(BenchmarkId::new("cpu", "sparse"), |b| {
+        b.iter(|| black_box(trainer.count_errors(&sparse, 0..rows, splits.validation.labels())))
     });
     match GpuBackend::new(&splits, GpuOptions::default().with_batch_size(BATCH)) {
         Ok(mut gpu) => {

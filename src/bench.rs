@@ -112,7 +112,7 @@ pub fn format_table(rows: &[BenchRow]) -> String {
         .find(|row| row.path == "cpu")
         .map(BenchRow::min_seconds);
     let mut out = format!(
-        "{:<5} {:<44} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>10}\n",
+        "{:<5} {:<60} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>10}\n",
         "path",
         "device",
         "epochs",
@@ -128,9 +128,9 @@ pub fn format_table(rows: &[BenchRow]) -> String {
         let speedup = baseline.map_or("n/a".to_string(), |cpu| {
             format!("{:.2}x", cpu / row.min_seconds())
         });
-        let device: String = row.device.chars().take(44).collect();
+        let device: String = row.device.chars().take(60).collect();
         out.push_str(&format!(
-            "{:<5} {:<44} {:>6} {:>9.3} {:>9.3} {:>9.2} {:>9.2} {:>8} {:>9.4}% {:>10}\n",
+            "{:<5} {:<60} {:>6} {:>9.3} {:>9.3} {:>9.2} {:>9.2} {:>8} {:>9.4}% {:>10}\n",
             row.path,
             device,
             row.epochs,

@@ -4,5 +4,7 @@ mod backend;
 pub mod fused;
 pub mod network;
 pub mod ops;
+pub mod softmax;
+pub mod sparse;
 
 pub use backend::CpuBackend;
