@@ -6,6 +6,11 @@
 //! - `evaluate_10000x784x10`: the error count over 10000 rows;
 //! - `reference_ops`: the CPU reference operations one by one.
 //!
+//! CPU benchmarks run on a rayon worker thread, as the CPU backend does. The
+//! dense `fused` step reads f32 features; the `sparse` step reads MNIST's
+//! nonzero bytes and skips the zero pixels, yet its throughput counts the
+//! dense step's operations, so the two compare directly.
+//!
 //! Throughput is given in elements per second where one element is one
 //! floating-point operation (a multiply-add counts as 2), so "Gelem/s" reads
 //! as GFLOP/s. GPU timings include waiting for the GPU: each iteration ends
@@ -16,6 +21,7 @@
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use std::hint::black_box;
 use std::path::Path;
+use std::time::{Duration, Instant};
 use wgpu_learn::cpu::fused::{self, FusedParams};
 use wgpu_learn::cpu::ops;
 use wgpu_learn::cpu::sparse::{SparseRows, SparseTrainer};
@@ -31,6 +37,19 @@ fn mnist() -> Splits {
         None,
     )
     .expect("data/mnist is shipped")
+}
+
+/// Times `iters` calls of `work` on a rayon worker thread, where the CPU
+/// backend runs its steps too: the parallel loops inside `work` then fork
+/// within the pool instead of waking it from the benchmark's thread.
+fn time_in_pool(iters: u64, mut work: impl FnMut() + Send) -> Duration {
+    rayon::scope(|_| {
+        let start = Instant::now();
+        for _ in 0..iters {
+            work();
+        }
+        start.elapsed()
+    })
 }
 
 /// Floating-point operations of one training step on `rows` rows: the forward
@@ -49,15 +68,21 @@ fn step(c: &mut Criterion) {
     let labels = &splits.train.labels()[..BATCH];
     let mut params = FusedParams::zeros(d, k);
     group.bench_function(BenchmarkId::new("cpu", "fused"), |b| {
-        b.iter(|| black_box(fused::sgd_step(&mut params, x, labels, 0.13)))
+        b.iter_custom(|iters| {
+            time_in_pool(iters, || {
+                black_box(fused::sgd_step(&mut params, x, labels, 0.13));
+            })
+        })
     });
-    // The sparse step does the same arithmetic minus the products with zero
-    // pixels, so its Gelem/s counts the dense step's operations.
     let sparse = SparseRows::from_features(x, d).expect("MNIST features are bytes");
     let rows: Vec<u32> = (0..BATCH as u32).collect();
     let mut trainer = SparseTrainer::new(&FusedParams::zeros(d, k)).expect("10 classes fit");
     group.bench_function(BenchmarkId::new("cpu", "sparse"), |b| {
-        b.iter(|| black_box(trainer.step(&sparse, &rows, labels, 0.13)))
+        b.iter_custom(|iters| {
+            time_in_pool(iters, || {
+                black_box(trainer.step(&sparse, &rows, labels, 0.13));
+            })
+        })
     });
 
     match GpuBackend::new(&splits, GpuOptions::default().with_batch_size(BATCH)) {
@@ -101,19 +126,25 @@ fn evaluate(c: &mut Criterion) {
 
     let params = FusedParams::zeros(d, k);
     group.bench_function(BenchmarkId::new("cpu", "fused"), |b| {
-        b.iter(|| {
-            black_box(fused::count_errors(
-                &params,
-                splits.validation.features(),
-                splits.validation.labels(),
-            ))
+        b.iter_custom(|iters| {
+            time_in_pool(iters, || {
+                black_box(fused::count_errors(
+                    &params,
+                    splits.validation.features(),
+                    splits.validation.labels(),
+                ));
+            })
         })
     });
     let sparse = SparseRows::from_features(splits.validation.features(), d)
         .expect("MNIST features are bytes");
     let trainer = SparseTrainer::new(&params).expect("10 classes fit");
     group.bench_function(BenchmarkId::new("cpu", "sparse"), |b| {
-        b.iter(|| black_box(trainer.count_errors(&sparse, 0..rows, splits.validation.labels())))
+        b.iter_custom(|iters| {
+            time_in_pool(iters, || {
+                black_box(trainer.count_errors(&sparse, 0..rows, splits.validation.labels()));
+            })
+        })
     });
     match GpuBackend::new(&splits, GpuOptions::default().with_batch_size(BATCH)) {
         Ok(mut gpu) => {

@@ -15,10 +15,11 @@ use std::ops::Range;
 /// Trains on the CPU with rayon, reading the splits in place.
 ///
 /// Logistic regression with plain SGD and no penalty, the classic setup,
-/// runs through [`fused::sgd_step`], with the weights kept classes-major.
-/// When every feature is `byte / 256`, as with MNIST, it trains on a byte
-/// copy of the features: a quarter of the memory traffic, with
-/// bit-identical results. Every other setup runs through [`Network`].
+/// runs through the fused step. When every feature is `byte / 256`, as with
+/// MNIST, it trains on bytes: on [`SparseRows`] with the [`SparseTrainer`]
+/// when at most a third of the training features need storing, else on a
+/// dense byte copy with [`fused::sgd_step`]. Both give the same results as
+/// f32 features, bit for bit. Every other setup runs through [`Network`].
 pub struct CpuBackend<'a> {
     splits: &'a Splits,
     engine: Engine,
