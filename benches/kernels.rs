@@ -7,9 +7,9 @@
 //! - `reference_ops`: the CPU reference operations one by one.
 //!
 //! CPU benchmarks run on a rayon worker thread, as the CPU backend does. The
-//! dense `fused` step reads f32 features; the `sparse` step reads MNIST's
-//! nonzero bytes and skips the zero pixels, yet its throughput counts the
-//! dense step's operations, so the two compare directly.
+//! dense `fused` step reads f32 features, and the `sparse` step reads
+//! MNIST's nonzero bytes and skips the zero pixels. Both throughputs count
+//! the dense step's operations, so the two compare directly.
 //!
 //! Throughput is given in elements per second where one element is one
 //! floating-point operation (a multiply-add counts as 2), so "Gelem/s" reads

@@ -10,6 +10,7 @@ use crate::error::Result;
 use crate::model::{LogisticRegression, Model};
 use crate::optim::OptimizerState;
 use ndarray::Array2;
+use rayon::prelude::*;
 use std::ops::Range;
 
 /// Trains on the CPU with rayon, reading the splits in place.
@@ -45,7 +46,7 @@ struct FusedEngine {
 }
 
 /// The fused step's kernel and the feature storage it reads.
-// Each backend holds one, inside the `Box` of `Engine::Fused`, so the size
+// Each backend has one, inside the `Box` of `Engine::Fused`, so the size
 // of the larger variant costs nothing.
 #[allow(clippy::large_enum_variant)]
 enum FusedKernel {
@@ -73,8 +74,8 @@ enum FusedKernel {
 /// faster.
 ///
 /// NOTE: 0.33 is the crossover measured on a 2-core AVX2 Zen 3 machine,
-/// where MNIST (21 % stored) trains 1.4 times faster on sparse rows and
-/// Fashion-MNIST (52 %) 1.4 times slower. Other CPUs may cross elsewhere.
+/// where MNIST (20.1 % stored) trains 1.4 times faster on sparse rows and
+/// Fashion-MNIST (51.5 %) 1.4 times slower. Other CPUs may cross elsewhere.
 const SPARSE_MAX_DENSITY: f64 = 0.33;
 
 impl FusedKernel {
@@ -97,7 +98,14 @@ impl FusedKernel {
     fn sparse(splits: &Splits, params: &FusedParams, max_density: f64) -> Option<Self> {
         let trainer = SparseTrainer::new(params)?;
         let d = splits.n_features();
-        let train = SparseRows::from_features(splits.train.features(), d)?;
+        // The nonzero features are a lower bound on the stored entries, so
+        // counting them rules out dense data before any rows are built.
+        let features = splits.train.features();
+        let nonzero = features.par_iter().filter(|&&value| value != 0.0).count();
+        if nonzero as f64 > max_density * features.len().max(1) as f64 {
+            return None;
+        }
+        let train = SparseRows::from_features(features, d)?;
         let stored = train.entries() as f64 / (train.rows().max(1) * d) as f64;
         if stored > max_density {
             return None;
@@ -256,7 +264,8 @@ impl FusedEngine {
         }
     }
 
-    /// Describes the feature storage, such as "features u8, sparse".
+    /// Describes the feature storage, such as "features u8" or "features u8
+    /// sparse, 20.1 % stored".
     fn storage(&self) -> String {
         match &self.kernel {
             FusedKernel::Sparse { rows, .. } => {
@@ -445,10 +454,11 @@ impl CpuBackend<'_> {
     }
 }
 
-/// Runs `work` on a thread of rayon's global pool and waits for it. The
-/// parallel loops inside `work` then fork and join within the pool, instead
-/// of each waking the pool from outside, which costs a few microseconds per
-/// loop and a training step has two.
+/// Runs `work` on a worker thread of rayon's global pool, or directly when
+/// the caller already runs on a rayon worker, and waits for it. The parallel
+/// loops inside `work` then fork and join within the pool, instead of each
+/// waking the pool from outside, which costs a few microseconds per loop,
+/// and a training step has two.
 fn in_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {
         return work();

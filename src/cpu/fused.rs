@@ -11,8 +11,6 @@
 
 use rayon::prelude::*;
 
-use super::softmax::softmax_nll_grad;
-
 /// Rows per rayon task; fixed so that sums do not depend on the thread count.
 pub const BLOCK_ROWS: usize = 64;
 
@@ -592,6 +590,29 @@ fn gradient_tile<T: Element, const C: usize>(
     }
 }
 
+/// Replaces a row of logits by `(softmax - onehot(label)) * scale` and
+/// returns the row's loss `logsumexp - z[label]`. Each exponential is
+/// computed once, and the gradient divides it by the sum.
+///
+/// # Panics
+/// If `label` is not below `row.len()`.
+pub(crate) fn softmax_nll_grad(row: &mut [f32], label: usize, scale: f32) -> f32 {
+    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let target = row[label];
+    let mut sum = 0.0f32;
+    for z in row.iter_mut() {
+        *z = (*z - max).exp();
+        sum += *z;
+    }
+    let loss = max + sum.ln() - target;
+    let factor = scale / sum;
+    for z in row.iter_mut() {
+        *z *= factor;
+    }
+    row[label] -= scale;
+    loss
+}
+
 pub(crate) fn argmax(row: &[f32]) -> usize {
     let mut best = 0;
     let mut best_value = f32::NEG_INFINITY;
@@ -745,6 +766,54 @@ mod tests {
         accumulate_gradient_portable(&x, &g, d, k, &mut w1, &mut b1);
         accumulate_gradient(&x, &g, d, k, &mut w2, &mut b2);
         assert_eq!((w1, b1), (w2, b2));
+    }
+
+    #[test]
+    fn softmax_gradient_is_finite_for_extreme_logits() {
+        let cases: [([f32; 3], usize); 3] = [
+            ([90.0, 2.0, -2.0], 0),
+            ([1000.0, 0.0, -1000.0], 2),
+            ([-1000.0, -1000.0, -1000.0], 1),
+        ];
+        for (logits, label) in cases {
+            let mut row = logits;
+            let loss = softmax_nll_grad(&mut row, label, 1.0);
+            assert!(
+                loss.is_finite() && row.iter().all(|g| g.is_finite()),
+                "{logits:?}: {loss} {row:?}"
+            );
+        }
+        let mut row = [1000.0f32, 0.0, -1000.0];
+        assert_eq!(softmax_nll_grad(&mut row, 2, 1.0), 2000.0);
+        assert_eq!(row, [1.0, 0.0, -1.0]);
+        let mut row = [0.0f32, 120.0];
+        assert_eq!(softmax_nll_grad(&mut row, 0, 1.0), 120.0);
+        assert_eq!(row, [-1.0, 1.0]);
+    }
+
+    #[test]
+    fn softmax_gradient_matches_f64_reference() {
+        let logits = [0.3f32, -1.2, 2.5, 0.0, 1.1, -0.4, 0.9, 3.0, -2.2, 0.05];
+        let label = 4;
+        let scale = 0.25f32;
+        let mut row = logits;
+        let loss = softmax_nll_grad(&mut row, label, scale);
+
+        let max = 3.0f64;
+        let sum: f64 = logits.iter().map(|&z| (z as f64 - max).exp()).sum();
+        let expected_loss = max + sum.ln() - logits[label] as f64;
+        assert!(
+            (loss as f64 - expected_loss).abs() < 1e-6,
+            "loss {loss} vs {expected_loss}"
+        );
+        for (c, (&g, &z)) in row.iter().zip(&logits).enumerate() {
+            let p = (z as f64 - max).exp() / sum;
+            let expected = (p - f64::from(c == label)) * scale as f64;
+            assert!(
+                (g as f64 - expected).abs() < 1e-7,
+                "class {c}: {g} vs {expected}"
+            );
+        }
     }
 
     #[test]

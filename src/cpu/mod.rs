@@ -4,7 +4,6 @@ mod backend;
 pub mod fused;
 pub mod network;
 pub mod ops;
-pub mod softmax;
 pub mod sparse;
 
 pub use backend::CpuBackend;

@@ -19,19 +19,18 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::fused::{argmax, FusedParams, BLOCK_ROWS, LANES};
-use super::softmax::softmax_nll_grad;
+use super::fused::{argmax, softmax_nll_grad, FusedParams, BLOCK_ROWS, LANES};
 
-/// Most classes that the sparse step handles; models with more classes use
-/// the dense step.
+/// Maximum number of classes of the sparse step; models with more classes
+/// use the dense step.
 pub const MAX_CLASSES: usize = LOW + HIGH;
 
-/// Entries per group of one row: entry `4t + j` of a group is the `t`-th
-/// nonzero feature of accumulator `4g + j`.
+/// Lists per group of one row: entry `4t + j` of group `g` is the `t`-th
+/// entry of list `4g + j`, or padding when that list is shorter.
 const GROUP: usize = 4;
 
-/// Largest feature count that fits an entry (22 bits for the index, with
-/// one more index for padding).
+/// One more than the largest feature count: an entry has 22 bits for the
+/// feature, and feature `d` is the padding.
 const MAX_FEATURES: usize = (1 << 22) - 1;
 
 /// `BYTE_VALUES[b] == b / 256`, the f32 that a stored byte stands for.
@@ -51,10 +50,10 @@ static BYTE_VALUES: [f32; 256] = {
 /// times 4, which x86 addressing scales to the address of either weight row.
 /// A row's nonzero features are split into [`LANES`] lists by accumulator
 /// (`feature % LANES`), each in increasing feature order. The lists are
-/// sorted by length, and the row stores them as two groups of four: within
-/// a group the entries of the four lists alternate, and the shorter lists
-/// are padded with entries of byte 0 at feature `d`, a feature whose weights
-/// stay zero. Sorting first keeps the padding short.
+/// sorted by length, and the row stores them as two groups of four. Within
+/// a group the entries of the four lists alternate. The shorter lists are
+/// padded with entries of byte 0 at feature `d`, a feature whose weights
+/// stay zero, and sorting first keeps that padding short.
 #[derive(Clone, Debug)]
 pub struct SparseRows {
     features: usize,
@@ -64,7 +63,7 @@ pub struct SparseRows {
     entries: Vec<u32>,
 }
 
-/// Where one row's lists sit within its entries.
+/// Position of one row's lists within its entries.
 #[derive(Clone, Copy, Debug, Default)]
 struct RowLayout {
     /// Entries of list `s`, padding excluded; lists 0 to 3 form the first
@@ -278,8 +277,8 @@ impl FeatureRows {
 
 /// Logistic regression trained with plain SGD on [`SparseRows`].
 ///
-/// Holds the weights features-major in [`FeatureRows`], zero past the class
-/// count and in the padding row.
+/// Keeps the weights features-major, zero past the class count and in the
+/// padding row, so that one entry reads one 40-byte row of weights.
 #[derive(Clone, Debug)]
 pub struct SparseTrainer {
     features: usize,
@@ -308,8 +307,13 @@ impl SparseTrainer {
     /// Starts from `params`, or returns `None` when the model has more than
     /// [`MAX_CLASSES`] classes or too many features for a [`SparseRows`]
     /// entry.
+    ///
+    /// # Panics
+    /// If `params.wt` does not have `d * k` values or `params.bias` `k`.
     pub fn new(params: &FusedParams) -> Option<Self> {
         let (d, k) = (params.d, params.k);
+        assert_eq!(params.wt.len(), d * k, "weights must have d * k values");
+        assert_eq!(params.bias.len(), k, "biases must have k values");
         if k > MAX_CLASSES || !(1..MAX_FEATURES).contains(&d) {
             return None;
         }
@@ -346,7 +350,7 @@ impl SparseTrainer {
         params
     }
 
-    /// Whether every weight and bias was finite after the last step.
+    /// Returns whether every weight and bias was finite after the last step.
     pub fn is_finite(&self) -> bool {
         self.finite
     }
@@ -670,7 +674,7 @@ unsafe fn scatter_gradient_avx2(entries: &[u32], g: &Logits, weight_grad: &mut F
     let high = weight_grad.high.as_mut_ptr().cast::<u8>();
     let mut g_padded = [0.0f32; 12];
     g_padded[..MAX_CLASSES].copy_from_slice(g);
-    // SAFETY: `g_padded` holds 12 floats.
+    // SAFETY: `g_padded` has 12 floats.
     let (g_low, g_high) = unsafe {
         (
             _mm256_loadu_ps(g_padded.as_ptr()),
@@ -857,6 +861,7 @@ mod tests {
         }
         let bias: Logits = std::array::from_fn(|c| c as f32 * 0.1);
         let g: Logits = std::array::from_fn(|c| 0.3 - c as f32 * 0.05);
+
         let mut portable_grad = FeatureRows::zeros(d + 1);
         let mut avx2_grad = FeatureRows::zeros(d + 1);
         for row in 0..rows {
@@ -880,6 +885,7 @@ mod tests {
                 scatter_gradient_avx2(sparse.row_entries(row), &g, &mut avx2_grad);
             }
         }
+
         let values = |rows: &FeatureRows| -> Vec<u32> {
             (0..=d)
                 .flat_map(|i| (0..MAX_CLASSES).map(move |c| (i, c)))
