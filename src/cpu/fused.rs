@@ -592,7 +592,7 @@ fn gradient_tile<T: Element, const C: usize>(
 
 /// Replaces a row of logits by `(softmax - onehot(label)) * scale` and
 /// returns the row's loss `logsumexp - z[label]`. Each exponential is
-/// computed once, and the gradient divides it by the sum.
+/// computed once and then scaled by `scale / sum`.
 ///
 /// # Panics
 /// If `label` is not below `row.len()`.
