@@ -40,7 +40,7 @@ fn mnist() -> Splits {
 }
 
 /// Times `iters` calls of `work` on a rayon worker thread, where the CPU
-/// backend runs its steps too: the parallel loops inside `work` then fork
+/// backend runs its steps too, so that the parallel loops inside `work` fork
 /// within the pool instead of waking it from the benchmark's thread.
 fn time_in_pool(iters: u64, mut work: impl FnMut() + Send) -> Duration {
     rayon::scope(|_| {

@@ -59,7 +59,8 @@ enum FusedKernel {
         gathered_bytes: Vec<u8>,
         gathered_floats: Vec<f32>,
     },
-    /// Byte rows stored by their nonzero entries, one set per split.
+    /// Byte rows stored by their nonzero entries, one set per split, indexed
+    /// by `Split as usize` (train, validation, test).
     Sparse {
         rows: Box<[SparseRows; 3]>,
         trainer: Box<SparseTrainer>,
@@ -80,8 +81,8 @@ const SPARSE_MAX_DENSITY: f64 = 0.33;
 
 impl FusedKernel {
     /// Picks the storage for `splits`: sparse rows when every feature is a
-    /// byte and few are nonzero, dense bytes when every feature is a byte,
-    /// f32 otherwise.
+    /// byte and at most `max_density` of the training features need storing,
+    /// else dense bytes when every feature is a byte, else f32.
     fn choose(splits: &Splits, params: FusedParams, max_density: f64) -> Self {
         if let Some(sparse) = Self::sparse(splits, &params, max_density) {
             return sparse;
@@ -106,8 +107,7 @@ impl FusedKernel {
             return None;
         }
         let train = SparseRows::from_features(features, d)?;
-        let stored = train.entries() as f64 / (train.rows().max(1) * d) as f64;
-        if stored > max_density {
+        if train.stored_fraction() > max_density {
             return None;
         }
         let validation = SparseRows::from_features(splits.validation.features(), d)?;
@@ -174,7 +174,8 @@ impl FusedEngine {
                     Some(order) => picked.extend_from_slice(&order[rows]),
                     None => picked.extend(rows.start as u32..rows.end as u32),
                 }
-                return trainer.step(&sparse[0], picked, train.labels(), learning_rate);
+                let train_rows = &sparse[Split::Train as usize];
+                return trainer.step(train_rows, picked, train.labels(), learning_rate);
             }
             FusedKernel::Dense {
                 bytes,
@@ -244,12 +245,7 @@ impl FusedEngine {
         let features = range.start * d..range.end * d;
         match &self.kernel {
             FusedKernel::Sparse { rows, trainer, .. } => {
-                let index = match split {
-                    Split::Train => 0,
-                    Split::Validation => 1,
-                    Split::Test => 2,
-                };
-                trainer.count_errors(&rows[index], range, data.labels())
+                trainer.count_errors(&rows[split as usize], range, data.labels())
             }
             FusedKernel::Dense {
                 bytes: Some(bytes),
@@ -269,9 +265,7 @@ impl FusedEngine {
     fn storage(&self) -> String {
         match &self.kernel {
             FusedKernel::Sparse { rows, .. } => {
-                let train = &rows[0];
-                let stored =
-                    train.entries() as f64 / (train.rows().max(1) * train.features()) as f64;
+                let stored = rows[Split::Train as usize].stored_fraction();
                 format!("features u8 sparse, {:.1} % stored", 100.0 * stored)
             }
             FusedKernel::Dense { bytes: Some(_), .. } => "features u8".to_string(),
@@ -454,11 +448,11 @@ impl CpuBackend<'_> {
     }
 }
 
-/// Runs `work` on a worker thread of rayon's global pool, or directly when
-/// the caller already runs on a rayon worker, and waits for it. The parallel
-/// loops inside `work` then fork and join within the pool, instead of each
-/// waking the pool from outside, which costs a few microseconds per loop,
-/// and a training step has two.
+/// Runs `work` on a worker thread of rayon's global pool and waits for it.
+/// A caller that already runs on a rayon worker runs `work` directly. The
+/// parallel loops inside `work` then fork and join within the pool. Waking
+/// the pool from outside costs a few microseconds per loop, and a training
+/// step has two.
 fn in_pool<R: Send>(work: impl FnOnce() -> R + Send) -> R {
     if rayon::current_thread_index().is_some() {
         return work();

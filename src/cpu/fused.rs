@@ -642,7 +642,8 @@ fn sum_lanes(acc: &Lanes) -> f32 {
     (quad[0] + quad[2]) + (quad[1] + quad[3])
 }
 
-fn add_into(target: &mut [f32], values: &[f32]) {
+/// Adds `values` to `target` element by element.
+pub(crate) fn add_into(target: &mut [f32], values: &[f32]) {
     for (t, v) in target.iter_mut().zip(values) {
         *t += v;
     }
