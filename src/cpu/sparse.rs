@@ -88,7 +88,11 @@ impl SparseRows {
     /// If `features` is 0 or above 4194302, or `bytes.len()` is not a
     /// multiple of `features`.
     pub fn from_bytes(bytes: &[u8], features: usize) -> Self {
-        Self::build(bytes, features, Some).expect("every byte converts")
+        Self::build(bytes, features, |row, row_bytes| {
+            row_bytes.copy_from_slice(row);
+            true
+        })
+        .expect("every byte converts")
     }
 
     /// Stores f32 features (row-major, `rows x features`) that are all
@@ -98,13 +102,13 @@ impl SparseRows {
     /// # Panics
     /// As [`SparseRows::from_bytes`].
     pub fn from_features(values: &[f32], features: usize) -> Option<Self> {
-        Self::build(values, features, crate::data::bytes::feature_byte)
+        Self::build(values, features, crate::data::bytes::features_to_bytes)
     }
 
     fn build<T: Copy + Sync>(
         values: &[T],
         features: usize,
-        to_byte: impl Fn(T) -> Option<u8> + Sync,
+        to_bytes: impl Fn(&[T], &mut [u8]) -> bool + Sync,
     ) -> Option<Self> {
         assert!(
             (1..MAX_FEATURES).contains(&features),
@@ -116,13 +120,14 @@ impl SparseRows {
             .par_chunks(1024 * features)
             .map(|chunk| {
                 let mut row_bytes = vec![0u8; features];
+                let mut lists = LaneLists::new(features);
                 let mut layouts = Vec::new();
                 let mut entries = Vec::new();
                 for row in chunk.chunks_exact(features) {
-                    for (byte, &value) in row_bytes.iter_mut().zip(row) {
-                        *byte = to_byte(value)?;
+                    if !to_bytes(row, &mut row_bytes) {
+                        return None;
                     }
-                    layouts.push(push_row(&row_bytes, &mut entries));
+                    layouts.push(lists.push_row(&row_bytes, &mut entries));
                 }
                 Some((layouts, entries))
             })
@@ -185,33 +190,64 @@ impl SparseRows {
     }
 }
 
-/// Appends the entries of `row` in the order that [`SparseRows`] describes
-/// and returns their layout.
-fn push_row(row: &[u8], entries: &mut Vec<u32>) -> RowLayout {
-    let features = row.len();
-    let lists: [Vec<u32>; LANES] = std::array::from_fn(|lane| {
-        (lane..features)
-            .step_by(LANES)
-            .filter(|&i| row[i] != 0)
-            .map(|i| (i as u32) << 10 | u32::from(row[i]))
-            .collect()
-    });
-    let mut order: [usize; LANES] = std::array::from_fn(|lane| lane);
-    order.sort_by_key(|&lane| std::cmp::Reverse(lists[lane].len()));
-    let layout = RowLayout {
-        lengths: order.map(|lane| lists[lane].len() as u32),
-        lanes: order.map(|lane| lane as u8),
-    };
-    let padding = (features as u32) << 10;
-    for group in order.chunks_exact(GROUP) {
-        let longest = lists[group[0]].len();
-        for t in 0..longest {
-            for &lane in group {
-                entries.push(lists[lane].get(t).copied().unwrap_or(padding));
-            }
+/// One row's nonzero entries split into [`LANES`] lists by accumulator,
+/// kept from row to row so that building rows allocates nothing per row.
+struct LaneLists {
+    /// List `lane` is `entries[lane * capacity..][..lengths[lane]]`.
+    entries: Vec<u32>,
+    lengths: [usize; LANES],
+    capacity: usize,
+}
+
+impl LaneLists {
+    fn new(features: usize) -> Self {
+        let capacity = features.div_ceil(LANES);
+        LaneLists {
+            entries: vec![0; LANES * capacity],
+            lengths: [0; LANES],
+            capacity,
         }
     }
-    layout
+
+    /// Appends the entries of `row` in the order that [`SparseRows`]
+    /// describes and returns their layout.
+    fn push_row(&mut self, row: &[u8], entries: &mut Vec<u32>) -> RowLayout {
+        let features = row.len();
+        debug_assert_eq!(features.div_ceil(LANES), self.capacity);
+        // Every feature is written, and a zero one is then overwritten by
+        // the next feature of its list: no branch on the pixel value.
+        let mut lengths = [0; LANES];
+        let lists = &mut self.entries[..LANES * self.capacity];
+        for (eight, bytes) in row.chunks(LANES).enumerate() {
+            for (lane, &byte) in bytes.iter().enumerate() {
+                let feature = (eight * LANES + lane) as u32;
+                lists[lane * self.capacity + lengths[lane]] = feature << 10 | u32::from(byte);
+                lengths[lane] += usize::from(byte != 0);
+            }
+        }
+        self.lengths = lengths;
+
+        let mut order: [usize; LANES] = std::array::from_fn(|lane| lane);
+        order.sort_by_key(|&lane| std::cmp::Reverse(self.lengths[lane]));
+        let layout = RowLayout {
+            lengths: order.map(|lane| self.lengths[lane] as u32),
+            lanes: order.map(|lane| lane as u8),
+        };
+        let padding = (features as u32) << 10;
+        for group in order.chunks_exact(GROUP) {
+            let longest = self.lengths[group[0]];
+            for t in 0..longest {
+                for &lane in group {
+                    entries.push(if t < self.lengths[lane] {
+                        self.entries[lane * self.capacity + t]
+                    } else {
+                        padding
+                    });
+                }
+            }
+        }
+        layout
+    }
 }
 
 /// Values of classes 0 to 7 for one feature, aligned so that a row never
