@@ -13,6 +13,7 @@ pub mod pickle;
 
 use crate::error::{Error, Result};
 use ndarray::ArrayView2;
+use rayon::prelude::*;
 
 /// Features and labels of one split, validated on construction.
 #[derive(Clone, Debug, PartialEq)]
@@ -74,7 +75,7 @@ impl Dataset {
                 classes - 1
             )));
         }
-        if let Some(position) = features.iter().position(|v| !v.is_finite()) {
+        if let Some(position) = first_non_finite(&features) {
             return Err(fail(format!(
                 "feature at row {}, column {} is {}; remove or replace non-finite values",
                 position / columns,
@@ -202,6 +203,21 @@ impl std::fmt::Display for Split {
     }
 }
 
+/// Returns the index of the first value that is NaN or infinite. Scans
+/// blocks in parallel with a branch-free test per value, and only the block
+/// that holds a non-finite value one by one.
+fn first_non_finite(values: &[f32]) -> Option<usize> {
+    const BLOCK: usize = 1 << 14;
+    let block = values
+        .par_chunks(BLOCK)
+        .position_first(|block| block.iter().fold(false, |any, v| any | !v.is_finite()))?;
+    let start = block * BLOCK;
+    values[start..]
+        .iter()
+        .position(|v| !v.is_finite())
+        .map(|i| start + i)
+}
+
 /// Train, validation and test sets with one feature shape and class count.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Splits {
@@ -310,6 +326,19 @@ mod tests {
             error.to_string().contains("row 1, column 1 is NaN"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn first_non_finite_finds_the_first_across_blocks() {
+        let mut values = vec![0.5f32; 3 * (1 << 14) + 5];
+        assert_eq!(first_non_finite(&values), None);
+        let last = values.len() - 1;
+        values[last] = f32::INFINITY;
+        assert_eq!(first_non_finite(&values), Some(last));
+        values[(1 << 14) + 17] = f32::NEG_INFINITY;
+        values[(1 << 14) + 900] = f32::NAN;
+        assert_eq!(first_non_finite(&values), Some((1 << 14) + 17));
+        assert_eq!(first_non_finite(&[]), None);
     }
 
     #[test]
