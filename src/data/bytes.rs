@@ -27,8 +27,8 @@ fn nearest_byte(value: f32) -> (u8, bool) {
 }
 
 /// Writes the byte of each of `values` to `bytes` and returns whether all
-/// of them have one (see [`feature_byte`]); `bytes` then holds garbage for
-/// the others.
+/// of them have one (see [`feature_byte`]). The bytes written for values
+/// without one are unspecified.
 ///
 /// # Panics
 /// If the slices differ in length.
@@ -140,7 +140,7 @@ mod tests {
     }
 
     #[test]
-    fn features_to_bytes_reports_any_value_off_the_grid() {
+    fn features_to_bytes_flags_off_grid_value() {
         let values: Vec<f32> = (0..=255u8).map(pixel_to_f32).collect();
         let mut bytes = vec![0u8; values.len()];
         assert!(features_to_bytes(&values, &mut bytes));
