@@ -26,7 +26,7 @@ use wgpu_learn::cpu::fused::{self, FusedParams};
 use wgpu_learn::cpu::ops;
 use wgpu_learn::cpu::sparse::{SparseRows, SparseTrainer};
 use wgpu_learn::data::mnist::load_idx_dir;
-use wgpu_learn::gpu::{GpuBackend, GpuOptions};
+use wgpu_learn::gpu::{GpuBackend, GpuOptions, LogitsKernel};
 use wgpu_learn::{Backend, Batch, Split, Splits};
 
 const BATCH: usize = 600;
@@ -85,36 +85,58 @@ fn step(c: &mut Criterion) {
         })
     });
 
-    match GpuBackend::new(&splits, GpuOptions::default().with_batch_size(BATCH)) {
-        Ok(mut gpu) => {
-            let batch = [Batch {
-                start: 0,
-                len: BATCH,
-            }];
-            group.bench_function(BenchmarkId::new("gpu", gpu.description()), |b| {
-                b.iter(|| {
-                    gpu.train_steps(&batch, 0.13).unwrap();
-                    black_box(gpu.evaluate(Split::Validation, &[]).unwrap())
-                })
-            });
-            // 83 steps in one submission, as in a training epoch.
-            let epoch: Vec<Batch> = (0..83)
-                .map(|i| Batch {
-                    start: i * BATCH,
-                    len: BATCH,
-                })
-                .collect();
-            group.throughput(Throughput::Elements(83 * step_flops(BATCH, d, k)));
-            group.bench_function(BenchmarkId::new("gpu_83_steps", gpu.description()), |b| {
-                b.iter(|| {
-                    gpu.train_steps(&epoch, 0.13).unwrap();
-                    black_box(gpu.evaluate(Split::Validation, &[]).unwrap())
-                })
-            });
+    // Both logits kernels, so that one run on a GPU compares them.
+    for logits in [LogitsKernel::Tiles, LogitsKernel::Split] {
+        let options = GpuOptions::default()
+            .with_batch_size(BATCH)
+            .with_logits_kernel(logits);
+        match GpuBackend::new(&splits, options) {
+            Ok(gpu) => gpu_steps(&mut group, gpu, d, k),
+            Err(error) => {
+                eprintln!("skipping GPU step benchmarks: {error}");
+                break;
+            }
         }
-        Err(error) => eprintln!("skipping GPU step benchmarks: {error}"),
     }
     group.finish();
+}
+
+/// Times one step and 83 steps in one submission on `gpu`.
+fn gpu_steps(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    mut gpu: GpuBackend,
+    d: usize,
+    k: usize,
+) {
+    // The adapter and the logits kernel, short enough to print whole.
+    let logits = gpu.logits_kernel().map_or("network", LogitsKernel::name);
+    let name = format!("{}, logits {logits}", gpu.context().adapter().name);
+    let batch = [Batch {
+        start: 0,
+        len: BATCH,
+    }];
+    group.throughput(Throughput::Elements(step_flops(BATCH, d, k)));
+    group.bench_function(BenchmarkId::new("gpu", &name), |b| {
+        b.iter(|| {
+            gpu.train_steps(&batch, 0.13).unwrap();
+            black_box(gpu.evaluate(Split::Validation, &[]).unwrap())
+        })
+    });
+
+    // 83 steps in one submission, as in a training epoch.
+    let epoch: Vec<Batch> = (0..83)
+        .map(|i| Batch {
+            start: i * BATCH,
+            len: BATCH,
+        })
+        .collect();
+    group.throughput(Throughput::Elements(83 * step_flops(BATCH, d, k)));
+    group.bench_function(BenchmarkId::new("gpu_83_steps", &name), |b| {
+        b.iter(|| {
+            gpu.train_steps(&epoch, 0.13).unwrap();
+            black_box(gpu.evaluate(Split::Validation, &[]).unwrap())
+        })
+    });
 }
 
 fn evaluate(c: &mut Criterion) {

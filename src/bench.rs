@@ -104,6 +104,10 @@ pub fn run_protocol(
     Ok(rows)
 }
 
+/// Characters of the device column, enough for a GPU description with its
+/// adapter, feature storage and logits kernel.
+const DEVICE_WIDTH: usize = 80;
+
 /// Formats rows as a plain-text table with the speed-up against the first
 /// CPU row.
 pub fn format_table(rows: &[BenchRow]) -> String {
@@ -112,7 +116,7 @@ pub fn format_table(rows: &[BenchRow]) -> String {
         .find(|row| row.path == "cpu")
         .map(BenchRow::min_seconds);
     let mut out = format!(
-        "{:<5} {:<60} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>10}\n",
+        "{:<5} {:<DEVICE_WIDTH$} {:>6} {:>9} {:>9} {:>9} {:>9} {:>8} {:>10} {:>10}\n",
         "path",
         "device",
         "epochs",
@@ -128,9 +132,9 @@ pub fn format_table(rows: &[BenchRow]) -> String {
         let speedup = baseline.map_or("n/a".to_string(), |cpu| {
             format!("{:.2}x", cpu / row.min_seconds())
         });
-        let device: String = row.device.chars().take(60).collect();
+        let device: String = row.device.chars().take(DEVICE_WIDTH).collect();
         out.push_str(&format!(
-            "{:<5} {:<60} {:>6} {:>9.3} {:>9.3} {:>9.2} {:>9.2} {:>8} {:>9.4}% {:>10}\n",
+            "{:<5} {:<DEVICE_WIDTH$} {:>6} {:>9.3} {:>9.3} {:>9.2} {:>9.2} {:>8} {:>9.4}% {:>10}\n",
             row.path,
             device,
             row.epochs,

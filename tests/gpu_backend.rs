@@ -6,7 +6,7 @@ mod common;
 use common::{assert_close, gpu_or_skip, Rng};
 use wgpu_learn::backend::{Backend, Batch};
 use wgpu_learn::cpu::CpuBackend;
-use wgpu_learn::gpu::{list_adapters, AdapterRequest, GpuBackend, GpuOptions};
+use wgpu_learn::gpu::{list_adapters, AdapterRequest, GpuBackend, GpuOptions, LogitsKernel};
 use wgpu_learn::{Dataset, Error, LogisticRegression, Split, Splits};
 
 const FEATURES: usize = 50;
@@ -83,10 +83,37 @@ fn assert_models_close(
 
 #[test]
 fn training_matches_cpu_backend() {
+    training_matches_cpu_backend_with(LogitsKernel::Auto);
+}
+
+#[test]
+fn training_with_split_logits_matches_cpu_backend() {
+    training_matches_cpu_backend_with(LogitsKernel::Split);
+}
+
+#[test]
+fn training_with_tile_logits_matches_cpu_backend() {
+    training_matches_cpu_backend_with(LogitsKernel::Tiles);
+}
+
+fn training_matches_cpu_backend_with(logits: LogitsKernel) {
     let splits = splits();
-    let Some(mut gpu) = gpu(&splits, GpuOptions::default()) else {
+    let options = GpuOptions::default().with_logits_kernel(logits);
+    let Some(mut gpu) = gpu(&splits, options) else {
         return;
     };
+    let chosen = gpu
+        .logits_kernel()
+        .expect("plain SGD uses the classic kernels");
+    match logits {
+        LogitsKernel::Auto => assert_ne!(chosen, LogitsKernel::Auto),
+        requested => assert_eq!(chosen, requested),
+    }
+    let description = gpu.description();
+    assert!(
+        description.ends_with(&format!(", logits {}", chosen.name())),
+        "{description}"
+    );
     let mut cpu = CpuBackend::new(&splits);
     let batches = Batch::split(splits.train.len(), BATCH, false);
     assert_eq!(

@@ -6,7 +6,7 @@ mod common;
 use common::{assert_close, gpu_or_skip, Rng};
 use ndarray::{array, Array1, Array2};
 use wgpu_learn::cpu::ops;
-use wgpu_learn::gpu::{AdapterRequest, KernelRunner};
+use wgpu_learn::gpu::{AdapterRequest, KernelRunner, LogitsKernel};
 
 const ROWS: [usize; 3] = [1, 7, 601];
 const FEATURES: [usize; 3] = [3, 784, 785];
@@ -49,6 +49,82 @@ fn logits_match_cpu() {
             }
         }
     }
+}
+
+/// Workgroup sizes for the split logits kernel: one invocation, sizes that
+/// are not powers of two, the default and the largest whose partial sums
+/// fit the 16 KiB of workgroup storage that every device offers.
+const SPLIT_WORKGROUP_SIZES: [u32; 5] = [1, 7, 48, 64, 256];
+
+#[test]
+fn split_logits_match_cpu() {
+    if runner().is_none() {
+        return;
+    }
+    let mut rng = Rng::new(21);
+    for size in SPLIT_WORKGROUP_SIZES {
+        let runner = KernelRunner::with_logits_kernel(
+            &AdapterRequest::any(),
+            Some(size),
+            LogitsKernel::Split,
+        )
+        .unwrap();
+        assert_eq!(runner.logits_kernel(), LogitsKernel::Split);
+        for rows in ROWS {
+            for features in FEATURES {
+                for classes in CLASSES {
+                    let x = matrix(&mut rng, rows, features, 1.0);
+                    let w = matrix(&mut rng, features, classes, 1.0);
+                    let b = Array1::from(rng.vec(classes, -1.0, 1.0));
+                    let gpu = runner.logits(x.view(), w.view(), b.view()).unwrap();
+                    let cpu = ops::logits(x.view(), w.view(), b.view());
+                    let case =
+                        format!("split logits {rows}x{features}x{classes}, workgroup {size}");
+                    assert_close(
+                        &case,
+                        gpu.as_slice().unwrap(),
+                        cpu.as_slice().unwrap(),
+                        SUM_RELATIVE,
+                        SUM_ABSOLUTE,
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn split_logits_repeat_exactly() {
+    if runner().is_none() {
+        return;
+    }
+    let runner =
+        KernelRunner::with_logits_kernel(&AdapterRequest::any(), Some(48), LogitsKernel::Split)
+            .unwrap();
+    let mut rng = Rng::new(22);
+    let x = matrix(&mut rng, 601, 785, 1.0);
+    let w = matrix(&mut rng, 785, 17, 1.0);
+    let b = Array1::from(rng.vec(17, -1.0, 1.0));
+    let first = runner.logits(x.view(), w.view(), b.view()).unwrap();
+    let second = runner.logits(x.view(), w.view(), b.view()).unwrap();
+    assert_eq!(first, second);
+}
+
+#[test]
+fn auto_logits_kernel_follows_device_type() {
+    let Some(runner) = gpu_or_skip(KernelRunner::with_logits_kernel(
+        &AdapterRequest::any(),
+        None,
+        LogitsKernel::Auto,
+    )) else {
+        return;
+    };
+    let expected = if runner.context().adapter().device_type == wgpu::DeviceType::Cpu {
+        LogitsKernel::Tiles
+    } else {
+        LogitsKernel::Split
+    };
+    assert_eq!(runner.logits_kernel(), expected);
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::path::Path;
 use common::{gpu_or_skip, Rng};
 use wgpu_learn::backend::{Backend, Batch};
 use wgpu_learn::data::mnist::load_idx_dir;
-use wgpu_learn::gpu::{FeatureStorage, GpuBackend, GpuOptions};
+use wgpu_learn::gpu::{FeatureStorage, GpuBackend, GpuOptions, LogitsKernel};
 use wgpu_learn::{Dataset, Error, Split, Splits};
 
 const CLASSES: usize = 10;
@@ -46,9 +46,19 @@ fn mnist_subset() -> Splits {
 }
 
 fn gpu(splits: &Splits, batch_size: usize, storage: FeatureStorage) -> Option<GpuBackend> {
+    gpu_with_logits(splits, batch_size, storage, LogitsKernel::Auto)
+}
+
+fn gpu_with_logits(
+    splits: &Splits,
+    batch_size: usize,
+    storage: FeatureStorage,
+    logits: LogitsKernel,
+) -> Option<GpuBackend> {
     let options = GpuOptions::default()
         .with_batch_size(batch_size)
-        .with_feature_storage(storage);
+        .with_feature_storage(storage)
+        .with_logits_kernel(logits);
     gpu_or_skip(GpuBackend::new(splits, options))
 }
 
@@ -118,21 +128,24 @@ fn u8_matches_f32_on_mnist() {
 fn u8_packs_rows_of_odd_width() {
     // Rows of 3 and 785 bytes start in the middle of u32 words, and the
     // row counts leave partial words at the end of each split.
-    for features in [3, 785] {
+    for (features, logits) in [
+        (3, LogitsKernel::Tiles),
+        (785, LogitsKernel::Tiles),
+        (3, LogitsKernel::Split),
+        (785, LogitsKernel::Split),
+    ] {
         let splits = byte_splits(features, [601, 203, 97]);
-        let Some(mut bytes) = gpu(&splits, 64, FeatureStorage::U8) else {
+        let Some(mut bytes) = gpu_with_logits(&splits, 64, FeatureStorage::U8, logits) else {
             return;
         };
-        let mut floats = gpu(&splits, 64, FeatureStorage::F32).unwrap();
+        let mut floats = gpu_with_logits(&splits, 64, FeatureStorage::F32, logits).unwrap();
+        let case = format!("{features} features, logits {}", logits.name());
 
         let (bytes_model, bytes_errors) = train_and_evaluate(&mut bytes, &splits, 64);
         let (floats_model, floats_errors) = train_and_evaluate(&mut floats, &splits, 64);
-        assert_eq!(
-            bytes_model.weights, floats_model.weights,
-            "{features} features"
-        );
-        assert_eq!(bytes_model.bias, floats_model.bias, "{features} features");
-        assert_eq!(bytes_errors, floats_errors, "{features} features");
+        assert_eq!(bytes_model.weights, floats_model.weights, "{case}");
+        assert_eq!(bytes_model.bias, floats_model.bias, "{case}");
+        assert_eq!(bytes_errors, floats_errors, "{case}");
 
         let expected = [601, 203, 97]
             .map(|rows: u64| (rows * features as u64).next_multiple_of(4))
@@ -203,7 +216,7 @@ fn auto_picks_f32_for_other_data() {
     };
     assert_eq!(backend.feature_storage(), FeatureStorage::F32);
     assert!(
-        backend.description().ends_with(", features f32"),
+        backend.description().contains(", features f32,"),
         "{}",
         backend.description()
     );
@@ -252,7 +265,7 @@ fn description_names_u8_storage() {
     };
     assert_eq!(backend.feature_storage(), FeatureStorage::U8);
     assert!(
-        backend.description().ends_with(", features u8"),
+        backend.description().contains(", features u8,"),
         "{}",
         backend.description()
     );

@@ -10,7 +10,8 @@ use super::adapter::AdapterRequest;
 use super::chunks::{pieces, plan_chunks, ChunkLimit};
 use super::context::GpuContext;
 use super::kernels::{
-    evaluation_from_status, Bindings, Kernel, Kernels, Params, STATUS_ERRORS, STATUS_LEN,
+    evaluation_from_status, Bindings, Kernel, Kernels, LogitsKernel, Params, STATUS_ERRORS,
+    STATUS_LEN,
 };
 use super::network::NetworkEngine;
 use super::storage::{self, FeatureStorage};
@@ -41,6 +42,10 @@ pub struct GpuOptions {
     /// Storage of the features on the GPU. Default [`FeatureStorage::Auto`]:
     /// bytes when every feature is `byte / 256`, f32 otherwise.
     pub feature_storage: FeatureStorage,
+    /// The logits kernel of the classic training step. Default
+    /// [`LogitsKernel::Auto`]: split across workgroups on hardware GPUs,
+    /// one invocation per tile on software adapters.
+    pub logits_kernel: LogitsKernel,
     /// Whether the trainer will set a training order with
     /// [`Backend::set_train_order`]. Default `false`. The classic kernels
     /// read rows in order, so a shuffled run uses the network kernels.
@@ -56,6 +61,7 @@ impl Default for GpuOptions {
             max_chunk_bytes: None,
             read_back_timeout: Duration::from_secs(300),
             feature_storage: FeatureStorage::Auto,
+            logits_kernel: LogitsKernel::Auto,
             shuffled: false,
         }
     }
@@ -77,6 +83,13 @@ impl GpuOptions {
     /// Sets the largest training batch (default 600 rows).
     pub fn with_batch_size(mut self, batch_size: usize) -> Self {
         self.batch_size = batch_size;
+        self
+    }
+
+    /// Sets the logits kernel of the classic training step (default
+    /// [`LogitsKernel::Auto`]).
+    pub fn with_logits_kernel(mut self, logits_kernel: LogitsKernel) -> Self {
+        self.logits_kernel = logits_kernel;
         self
     }
 
@@ -189,6 +202,16 @@ impl GpuBackend {
         match &self.engine {
             Engine::Classic(engine) => engine.counters(),
             Engine::Network(engine) => engine.counters(),
+        }
+    }
+
+    /// Returns the classic step's logits kernel, [`LogitsKernel::Tiles`] or
+    /// [`LogitsKernel::Split`], or `None` when the backend trains with the
+    /// network kernels.
+    pub fn logits_kernel(&self) -> Option<LogitsKernel> {
+        match &self.engine {
+            Engine::Classic(engine) => Some(engine.kernels.logits_kernel()),
+            Engine::Network(_) => None,
         }
     }
 
@@ -359,7 +382,12 @@ impl ClassicEngine {
             None => FeatureStorage::F32,
         };
         let context = GpuContext::new(&options.adapter)?;
-        let kernels = Kernels::new(&context, options.workgroup_size, feature_storage)?;
+        let kernels = Kernels::new(
+            &context,
+            options.workgroup_size,
+            feature_storage,
+            options.logits_kernel,
+        )?;
         let features = splits.n_features();
         let classes = splits.n_classes();
         let mut counters = GpuCounters::default();
@@ -673,9 +701,10 @@ impl ClassicEngine {
 impl Backend for ClassicEngine {
     fn description(&self) -> String {
         format!(
-            "{}, features {}",
+            "{}, features {}, logits {}",
             self.context.description(),
-            self.feature_storage.name()
+            self.feature_storage.name(),
+            self.kernels.logits_kernel().name()
         )
     }
 

@@ -57,13 +57,88 @@ const CLASS_BLOCK: u64 = 4;
 /// `TILE_ROWS` in `shaders/prelude.wgsl`.
 const TILE_ROWS: u64 = 8;
 
+/// Rows per workgroup of the split logits kernel, mirrored by `SPLIT_ROWS`
+/// in `shaders/logits_split.wgsl`.
+const SPLIT_ROWS: u64 = 4;
+
+/// Workgroup memory of the split logits kernel per invocation: one
+/// `mat4x4<f32>` of partial sums.
+const SPLIT_BYTES_PER_INVOCATION: u32 = 64;
+
 /// Workgroup size used when the caller does not choose one.
 pub const DEFAULT_WORKGROUP_SIZE: u32 = 64;
+
+/// The training step's logits kernel, a setting of
+/// [`GpuOptions`](super::GpuOptions).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogitsKernel {
+    /// [`LogitsKernel::Split`] on hardware adapters whose workgroup storage
+    /// has room for its partial sums, [`LogitsKernel::Tiles`] on software adapters
+    /// such as lavapipe and otherwise.
+    #[default]
+    Auto,
+    /// One invocation per tile of 8 rows by 4 classes, each summing all
+    /// features in order (`shaders/logits.wgsl`). Results do not depend on
+    /// the workgroup size.
+    Tiles,
+    /// One workgroup per tile of 4 rows by 4 classes, whose invocations
+    /// split the features and add their partial sums in a fixed order
+    /// (`shaders/logits_split.wgsl`). Results depend on the workgroup size.
+    Split,
+}
+
+impl LogitsKernel {
+    /// Returns the name used in descriptions: `auto`, `tiles` or `split`.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogitsKernel::Auto => "auto",
+            LogitsKernel::Tiles => "tiles",
+            LogitsKernel::Split => "split",
+        }
+    }
+
+    /// Resolves [`LogitsKernel::Auto`] for an adapter of `device_type` with
+    /// `limits` and `workgroup_size` invocations per workgroup.
+    ///
+    /// # Errors
+    /// [`Error::Gpu`] if [`LogitsKernel::Split`] is requested and its
+    /// partial sums do not fit the device's workgroup storage.
+    fn resolve(
+        self,
+        device_type: wgpu::DeviceType,
+        limits: &wgpu::Limits,
+        workgroup_size: u32,
+    ) -> Result<LogitsKernel> {
+        let split_bytes = workgroup_size as u64 * SPLIT_BYTES_PER_INVOCATION as u64;
+        let split_fits = split_bytes <= limits.max_compute_workgroup_storage_size as u64;
+        match self {
+            LogitsKernel::Auto => {
+                let software = device_type == wgpu::DeviceType::Cpu;
+                Ok(if split_fits && !software {
+                    LogitsKernel::Split
+                } else {
+                    LogitsKernel::Tiles
+                })
+            }
+            LogitsKernel::Split if !split_fits => Err(Error::Gpu {
+                reason: format!(
+                    "the split logits kernel needs {split_bytes} bytes of workgroup storage with \
+                     {workgroup_size} invocations per workgroup, more than the device's \
+                     max_compute_workgroup_storage_size of {}; use a smaller workgroup size or \
+                     the tiles kernel",
+                    limits.max_compute_workgroup_storage_size
+                ),
+            }),
+            chosen => Ok(chosen),
+        }
+    }
+}
 
 /// The kernels, one per file in `shaders/`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Kernel {
     Logits,
+    LogitsSplit,
     SoftmaxNll,
     SgdUpdate,
     Evaluate,
@@ -73,6 +148,7 @@ impl Kernel {
     fn source(self) -> KernelSource {
         match self {
             Kernel::Logits => shaders::LOGITS,
+            Kernel::LogitsSplit => shaders::LOGITS_SPLIT,
             Kernel::SoftmaxNll => shaders::SOFTMAX_NLL,
             Kernel::SgdUpdate => shaders::SGD_UPDATE,
             Kernel::Evaluate => shaders::EVALUATE,
@@ -80,14 +156,19 @@ impl Kernel {
     }
 
     /// Invocations that a dispatch with `params` needs: one per row for
-    /// softmax_nll, one per tile of [`TILE_ROWS`] rows (or parameter rows)
-    /// by [`CLASS_BLOCK`] classes for the others.
-    fn invocations(self, params: &Params) -> u64 {
+    /// softmax_nll, a workgroup of `workgroup_size` per tile of
+    /// [`SPLIT_ROWS`] rows by [`CLASS_BLOCK`] classes for logits_split, and
+    /// one per tile of [`TILE_ROWS`] rows (or parameter rows) by
+    /// [`CLASS_BLOCK`] classes for the others.
+    fn invocations(self, params: &Params, workgroup_size: u32) -> u64 {
         let row_tiles = (params.rows as u64).div_ceil(TILE_ROWS);
         let parameter_tiles = (params.features as u64 + 1).div_ceil(TILE_ROWS);
         let blocks = (params.classes as u64).div_ceil(CLASS_BLOCK).max(1);
         match self {
             Kernel::Logits => row_tiles * blocks,
+            Kernel::LogitsSplit => {
+                (params.rows as u64).div_ceil(SPLIT_ROWS) * blocks * workgroup_size as u64
+            }
             Kernel::SoftmaxNll => params.rows as u64,
             Kernel::Evaluate => row_tiles,
             Kernel::SgdUpdate => parameter_tiles * blocks,
@@ -110,6 +191,8 @@ pub(crate) struct Bindings<'a> {
 /// The four compute pipelines and their bind group layout.
 pub(crate) struct Kernels {
     layout: wgpu::BindGroupLayout,
+    /// The logits kernel of the training step, never [`LogitsKernel::Auto`].
+    logits_kernel: LogitsKernel,
     logits: wgpu::ComputePipeline,
     softmax_nll: wgpu::ComputePipeline,
     sgd_update: wgpu::ComputePipeline,
@@ -122,7 +205,8 @@ pub(crate) struct Kernels {
 impl Kernels {
     /// Builds the pipelines with `workgroup_size` invocations per workgroup,
     /// or [`DEFAULT_WORKGROUP_SIZE`] capped by the device limits, reading
-    /// features stored as `storage` ([`FeatureStorage::Auto`] reads f32).
+    /// features stored as `storage` ([`FeatureStorage::Auto`] reads f32),
+    /// with the training step's logits from `logits`.
     ///
     /// # Errors
     /// [`Error::Gpu`] if the requested size exceeds a device limit (named in
@@ -131,9 +215,12 @@ impl Kernels {
         context: &GpuContext,
         workgroup_size: Option<u32>,
         storage: FeatureStorage,
+        logits: LogitsKernel,
     ) -> Result<Self> {
         let limits = context.limits();
         let workgroup_size = choose_workgroup_size(limits, workgroup_size)?;
+        let logits_kernel =
+            logits.resolve(context.adapter().device_type, limits, workgroup_size)?;
         let params_stride =
             PARAMS_SIZE.next_multiple_of(limits.min_uniform_buffer_offset_alignment as u64);
 
@@ -158,7 +245,11 @@ impl Kernels {
                 )
             };
             Kernels {
-                logits: build(Kernel::Logits),
+                logits: build(match logits_kernel {
+                    LogitsKernel::Split => Kernel::LogitsSplit,
+                    LogitsKernel::Auto | LogitsKernel::Tiles => Kernel::Logits,
+                }),
+                logits_kernel,
                 softmax_nll: build(Kernel::SoftmaxNll),
                 sgd_update: build(Kernel::SgdUpdate),
                 evaluate: build(Kernel::Evaluate),
@@ -173,6 +264,20 @@ impl Kernels {
     /// Invocations per workgroup.
     pub fn workgroup_size(&self) -> u32 {
         self.workgroup_size
+    }
+
+    /// Returns the training step's logits kernel, [`LogitsKernel::Tiles`]
+    /// or [`LogitsKernel::Split`].
+    pub fn logits_kernel(&self) -> LogitsKernel {
+        self.logits_kernel
+    }
+
+    /// Returns the kernel that computes a training batch's logits.
+    pub fn logits_dispatch(&self) -> Kernel {
+        match self.logits_kernel {
+            LogitsKernel::Split => Kernel::LogitsSplit,
+            LogitsKernel::Auto | LogitsKernel::Tiles => Kernel::Logits,
+        }
     }
 
     /// Distance in bytes between [`Params`] slots in a uniform buffer:
@@ -238,7 +343,11 @@ impl Kernels {
         params_offset: u32,
         params: &Params,
     ) -> Result<()> {
-        for kernel in [Kernel::Logits, Kernel::SoftmaxNll, Kernel::SgdUpdate] {
+        for kernel in [
+            self.logits_dispatch(),
+            Kernel::SoftmaxNll,
+            Kernel::SgdUpdate,
+        ] {
             self.encode(pass, kernel, bind_group, params_offset, params)?;
         }
         Ok(())
@@ -258,7 +367,7 @@ impl Kernels {
         params_offset: u32,
         params: &Params,
     ) -> Result<()> {
-        let invocations = kernel.invocations(params);
+        let invocations = kernel.invocations(params, self.workgroup_size);
         if invocations == 0 {
             return Ok(());
         }
@@ -271,7 +380,14 @@ impl Kernels {
 
     fn pipeline(&self, kernel: Kernel) -> &wgpu::ComputePipeline {
         match kernel {
-            Kernel::Logits => &self.logits,
+            Kernel::Logits | Kernel::LogitsSplit => {
+                debug_assert_eq!(
+                    kernel,
+                    self.logits_dispatch(),
+                    "only one logits kernel is built"
+                );
+                &self.logits
+            }
             Kernel::SoftmaxNll => &self.softmax_nll,
             Kernel::SgdUpdate => &self.sgd_update,
             Kernel::Evaluate => &self.evaluate,
@@ -469,6 +585,61 @@ mod tests {
             .map(|_| ())
             .unwrap_err();
         assert!(error.to_string().contains("logits"), "{error}");
+    }
+
+    #[test]
+    fn auto_logits_kernel_splits_on_hardware_only() {
+        let limits = wgpu::Limits::default();
+        let resolve = |kernel: LogitsKernel, device_type, size| {
+            kernel.resolve(device_type, &limits, size).unwrap()
+        };
+        use wgpu::DeviceType::{Cpu, DiscreteGpu, IntegratedGpu};
+        assert_eq!(
+            resolve(LogitsKernel::Auto, DiscreteGpu, 64),
+            LogitsKernel::Split
+        );
+        assert_eq!(
+            resolve(LogitsKernel::Auto, IntegratedGpu, 256),
+            LogitsKernel::Split
+        );
+        assert_eq!(resolve(LogitsKernel::Auto, Cpu, 64), LogitsKernel::Tiles);
+        // 512 invocations need 32 KiB, past the default 16 KiB of storage.
+        assert_eq!(
+            resolve(LogitsKernel::Auto, DiscreteGpu, 512),
+            LogitsKernel::Tiles
+        );
+        assert_eq!(resolve(LogitsKernel::Split, Cpu, 64), LogitsKernel::Split);
+        assert_eq!(
+            resolve(LogitsKernel::Tiles, DiscreteGpu, 64),
+            LogitsKernel::Tiles
+        );
+    }
+
+    #[test]
+    fn split_logits_kernel_rejects_too_large_workgroup() {
+        let limits = wgpu::Limits::default();
+        let error = LogitsKernel::Split
+            .resolve(wgpu::DeviceType::DiscreteGpu, &limits, 512)
+            .unwrap_err();
+        let message = error.to_string();
+        assert!(
+            message.contains("max_compute_workgroup_storage_size of 16384"),
+            "{message}"
+        );
+        assert!(message.contains("32768 bytes"), "{message}");
+    }
+
+    #[test]
+    fn split_logits_dispatch_has_workgroup_per_tile() {
+        let params = Params {
+            rows: 600,
+            features: 784,
+            classes: 10,
+            ..Params::default()
+        };
+        // 150 tiles of 4 rows by 3 blocks of 4 classes.
+        assert_eq!(Kernel::LogitsSplit.invocations(&params, 64), 450 * 64);
+        assert_eq!(Kernel::Logits.invocations(&params, 64), 75 * 3);
     }
 
     #[test]

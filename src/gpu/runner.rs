@@ -12,7 +12,8 @@ use wgpu::util::DeviceExt;
 use super::adapter::AdapterRequest;
 use super::context::GpuContext;
 use super::kernels::{
-    Bindings, Kernel, Kernels, Params, STATUS_ERRORS, STATUS_FIRST_NON_FINITE_STEP, STATUS_LEN,
+    Bindings, Kernel, Kernels, LogitsKernel, Params, STATUS_ERRORS, STATUS_FIRST_NON_FINITE_STEP,
+    STATUS_LEN,
 };
 use super::storage::FeatureStorage;
 use crate::error::{Error, Result};
@@ -73,9 +74,30 @@ impl KernelRunner {
     /// # Errors
     /// [`Error::NoAdapter`] if no adapter matches, [`Error::Gpu`] otherwise.
     pub fn new(request: &AdapterRequest, workgroup_size: Option<u32>) -> Result<Self> {
+        Self::with_logits_kernel(request, workgroup_size, LogitsKernel::Tiles)
+    }
+
+    /// As [`KernelRunner::new`], with [`KernelRunner::logits`] running the
+    /// logits kernel that `logits` selects for this adapter.
+    ///
+    /// # Errors
+    /// As [`KernelRunner::new`], and [`Error::Gpu`] if the split kernel is
+    /// requested with a workgroup size whose partial sums do not fit the
+    /// device's workgroup storage.
+    pub fn with_logits_kernel(
+        request: &AdapterRequest,
+        workgroup_size: Option<u32>,
+        logits: LogitsKernel,
+    ) -> Result<Self> {
         let context = GpuContext::new(request)?;
-        let kernels = Kernels::new(&context, workgroup_size, FeatureStorage::F32)?;
+        let kernels = Kernels::new(&context, workgroup_size, FeatureStorage::F32, logits)?;
         Ok(KernelRunner { context, kernels })
+    }
+
+    /// Returns the logits kernel that [`KernelRunner::logits`] runs,
+    /// [`LogitsKernel::Tiles`] or [`LogitsKernel::Split`].
+    pub fn logits_kernel(&self) -> LogitsKernel {
+        self.kernels.logits_kernel()
     }
 
     /// Returns the device the kernels run on.
@@ -88,7 +110,8 @@ impl KernelRunner {
         self.kernels.workgroup_size()
     }
 
-    /// Computes `x · weights + bias` (`n x k`) with the `logits` kernel.
+    /// Computes `x · weights + bias` (`n x k`) with the logits kernel of
+    /// [`KernelRunner::logits_kernel`].
     ///
     /// # Errors
     /// [`Error::Shape`] if the shapes disagree, [`Error::Gpu`] if the run fails.
@@ -106,7 +129,7 @@ impl KernelRunner {
         let bias = bias.to_vec();
         let scratch = vec![0.0; rows * classes];
         let outputs = self.run(
-            Kernel::Logits,
+            self.kernels.logits_dispatch(),
             &params,
             Inputs {
                 features: slice(&x),

@@ -38,6 +38,9 @@ pub(crate) const FEATURES_U8: &str = include_str!("../../shaders/features_u8.wgs
 
 /// Logits of a training batch into the scratch buffer.
 pub(crate) const LOGITS: KernelSource = kernel_source!("logits");
+/// Logits of a training batch with each dot product split across a
+/// workgroup, for hardware GPUs.
+pub(crate) const LOGITS_SPLIT: KernelSource = kernel_source!("logits_split");
 /// Softmax and NLL, replacing logits by their gradient.
 pub(crate) const SOFTMAX_NLL: KernelSource = kernel_source!("softmax_nll");
 /// Weight and bias gradients fused with the SGD update.
