@@ -26,7 +26,7 @@ use wgpu_learn::cpu::fused::{self, FusedParams};
 use wgpu_learn::cpu::ops;
 use wgpu_learn::cpu::sparse::{SparseRows, SparseTrainer};
 use wgpu_learn::data::mnist::load_idx_dir;
-use wgpu_learn::gpu::{GpuBackend, GpuOptions, LogitsKernel};
+use wgpu_learn::gpu::{GpuBackend, GpuOptions, StepKernels};
 use wgpu_learn::{Backend, Batch, Split, Splits};
 
 const BATCH: usize = 600;
@@ -85,11 +85,11 @@ fn step(c: &mut Criterion) {
         })
     });
 
-    // Both logits kernels, so that one run on a GPU compares them.
-    for logits in [LogitsKernel::Tiles, LogitsKernel::Split] {
+    // Both sets of step kernels, so that one run on a GPU compares them.
+    for kernels in [StepKernels::Tiles, StepKernels::Split] {
         let options = GpuOptions::default()
             .with_batch_size(BATCH)
-            .with_logits_kernel(logits);
+            .with_step_kernels(kernels);
         match GpuBackend::new(&splits, options) {
             Ok(gpu) => gpu_steps(&mut group, gpu, d, k),
             Err(error) => {
@@ -108,9 +108,9 @@ fn gpu_steps(
     d: usize,
     k: usize,
 ) {
-    // The adapter and the logits kernel, short enough to print whole.
-    let logits = gpu.logits_kernel().map_or("network", LogitsKernel::name);
-    let name = format!("{}, logits {logits}", gpu.context().adapter().name);
+    // The adapter and the step kernels, short enough to print whole.
+    let kernels = gpu.step_kernels().map_or("network", StepKernels::name);
+    let name = format!("{}, step {kernels}", gpu.context().adapter().name);
     let batch = [Batch {
         start: 0,
         len: BATCH,

@@ -6,7 +6,7 @@ mod common;
 use common::{assert_close, gpu_or_skip, Rng};
 use wgpu_learn::backend::{Backend, Batch};
 use wgpu_learn::cpu::CpuBackend;
-use wgpu_learn::gpu::{list_adapters, AdapterRequest, GpuBackend, GpuOptions, LogitsKernel};
+use wgpu_learn::gpu::{list_adapters, AdapterRequest, GpuBackend, GpuOptions, StepKernels};
 use wgpu_learn::{Dataset, Error, LogisticRegression, Split, Splits};
 
 const FEATURES: usize = 50;
@@ -83,35 +83,35 @@ fn assert_models_close(
 
 #[test]
 fn training_matches_cpu_backend() {
-    training_matches_cpu_backend_with(LogitsKernel::Auto);
+    training_matches_cpu_backend_with(StepKernels::Auto);
 }
 
 #[test]
-fn training_with_split_logits_matches_cpu_backend() {
-    training_matches_cpu_backend_with(LogitsKernel::Split);
+fn training_with_split_kernels_matches_cpu_backend() {
+    training_matches_cpu_backend_with(StepKernels::Split);
 }
 
 #[test]
-fn training_with_tile_logits_matches_cpu_backend() {
-    training_matches_cpu_backend_with(LogitsKernel::Tiles);
+fn training_with_tile_kernels_matches_cpu_backend() {
+    training_matches_cpu_backend_with(StepKernels::Tiles);
 }
 
-fn training_matches_cpu_backend_with(logits: LogitsKernel) {
+fn training_matches_cpu_backend_with(kernels: StepKernels) {
     let splits = splits();
-    let options = GpuOptions::default().with_logits_kernel(logits);
+    let options = GpuOptions::default().with_step_kernels(kernels);
     let Some(mut gpu) = gpu(&splits, options) else {
         return;
     };
     let chosen = gpu
-        .logits_kernel()
+        .step_kernels()
         .expect("plain SGD uses the classic kernels");
-    match logits {
-        LogitsKernel::Auto => assert_ne!(chosen, LogitsKernel::Auto),
+    match kernels {
+        StepKernels::Auto => assert_ne!(chosen, StepKernels::Auto),
         requested => assert_eq!(chosen, requested),
     }
     let description = gpu.description();
     assert!(
-        description.ends_with(&format!(", logits {}", chosen.name())),
+        description.ends_with(&format!(", step {}", chosen.name())),
         "{description}"
     );
     let mut cpu = CpuBackend::new(&splits);

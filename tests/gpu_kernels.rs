@@ -6,7 +6,7 @@ mod common;
 use common::{assert_close, gpu_or_skip, Rng};
 use ndarray::{array, Array1, Array2};
 use wgpu_learn::cpu::ops;
-use wgpu_learn::gpu::{AdapterRequest, KernelRunner, LogitsKernel};
+use wgpu_learn::gpu::{AdapterRequest, KernelRunner, StepKernels};
 
 const ROWS: [usize; 3] = [1, 7, 601];
 const FEATURES: [usize; 3] = [3, 784, 785];
@@ -51,10 +51,21 @@ fn logits_match_cpu() {
     }
 }
 
-/// Workgroup sizes for the split logits kernel: one invocation, sizes that
-/// are not powers of two, the default and the largest whose partial sums
-/// fit the 16 KiB of workgroup storage that every device offers.
-const SPLIT_WORKGROUP_SIZES: [u32; 5] = [1, 7, 48, 64, 256];
+/// Workgroup sizes for the split kernels: one invocation, sizes that are
+/// not powers of two, the default and the largest whose partial sums fit
+/// the 16 KiB of workgroup storage that every device offers.
+const SPLIT_WORKGROUP_SIZES: [u32; 5] = [1, 7, 48, 64, 128];
+
+fn split_runner(workgroup_size: u32) -> KernelRunner {
+    let runner = KernelRunner::with_step_kernels(
+        &AdapterRequest::any(),
+        Some(workgroup_size),
+        StepKernels::Split,
+    )
+    .unwrap();
+    assert_eq!(runner.step_kernels(), StepKernels::Split);
+    runner
+}
 
 #[test]
 fn split_logits_match_cpu() {
@@ -63,13 +74,7 @@ fn split_logits_match_cpu() {
     }
     let mut rng = Rng::new(21);
     for size in SPLIT_WORKGROUP_SIZES {
-        let runner = KernelRunner::with_logits_kernel(
-            &AdapterRequest::any(),
-            Some(size),
-            LogitsKernel::Split,
-        )
-        .unwrap();
-        assert_eq!(runner.logits_kernel(), LogitsKernel::Split);
+        let runner = split_runner(size);
         for rows in ROWS {
             for features in FEATURES {
                 for classes in CLASSES {
@@ -98,9 +103,7 @@ fn split_logits_repeat_exactly() {
     if runner().is_none() {
         return;
     }
-    let runner =
-        KernelRunner::with_logits_kernel(&AdapterRequest::any(), Some(48), LogitsKernel::Split)
-            .unwrap();
+    let runner = split_runner(48);
     let mut rng = Rng::new(22);
     let x = matrix(&mut rng, 601, 785, 1.0);
     let w = matrix(&mut rng, 785, 17, 1.0);
@@ -111,20 +114,20 @@ fn split_logits_repeat_exactly() {
 }
 
 #[test]
-fn auto_logits_kernel_follows_device_type() {
-    let Some(runner) = gpu_or_skip(KernelRunner::with_logits_kernel(
+fn auto_step_kernels_follow_device_type() {
+    let Some(runner) = gpu_or_skip(KernelRunner::with_step_kernels(
         &AdapterRequest::any(),
         None,
-        LogitsKernel::Auto,
+        StepKernels::Auto,
     )) else {
         return;
     };
     let expected = if runner.context().adapter().device_type == wgpu::DeviceType::Cpu {
-        LogitsKernel::Tiles
+        StepKernels::Tiles
     } else {
-        LogitsKernel::Split
+        StepKernels::Split
     };
-    assert_eq!(runner.logits_kernel(), expected);
+    assert_eq!(runner.step_kernels(), expected);
 }
 
 #[test]
@@ -265,7 +268,23 @@ fn softmax_nll_flags_non_finite_loss() {
 #[test]
 fn sgd_update_matches_cpu() {
     let Some(runner) = runner() else { return };
-    let mut rng = Rng::new(4);
+    sgd_update_matches_cpu_on(&runner, 4);
+}
+
+#[test]
+fn split_sgd_update_matches_cpu() {
+    if runner().is_none() {
+        return;
+    }
+    for size in SPLIT_WORKGROUP_SIZES {
+        sgd_update_matches_cpu_on(&split_runner(size), 40 + u64::from(size));
+    }
+}
+
+/// Checks the update kernel of `runner` against the CPU operations on
+/// random inputs drawn with `seed`.
+fn sgd_update_matches_cpu_on(runner: &KernelRunner, seed: u64) {
+    let mut rng = Rng::new(seed);
     let learning_rate = 0.5;
     for rows in ROWS {
         for features in FEATURES {
@@ -293,7 +312,11 @@ fn sgd_update_matches_cpu() {
                     bias_gradient.view(),
                     learning_rate,
                 );
-                let what = format!("{rows}x{features}x{classes}");
+                let what = format!(
+                    "{rows}x{features}x{classes}, {} kernels, workgroup {}",
+                    runner.step_kernels().name(),
+                    runner.workgroup_size()
+                );
                 // Each gradient sums `rows` products of magnitude at most
                 // 1/rows, so the sum is at most 1 and 1e-5 covers rounding.
                 assert_close(
@@ -319,6 +342,20 @@ fn sgd_update_matches_cpu() {
 #[test]
 fn sgd_update_flags_non_finite_parameter() {
     let Some(runner) = runner() else { return };
+    sgd_update_flags_non_finite_parameter_on(&runner);
+}
+
+#[test]
+fn split_sgd_update_flags_non_finite_parameter() {
+    if runner().is_none() {
+        return;
+    }
+    for size in [1, 64] {
+        sgd_update_flags_non_finite_parameter_on(&split_runner(size));
+    }
+}
+
+fn sgd_update_flags_non_finite_parameter_on(runner: &KernelRunner) {
     // The weight gradient's first entry is 4 * 0.5 + 2 * -0.25 = 1.5, and
     // 1.5 * f32::MAX overflows to infinity.
     let x = array![[4.0f32, -4.0], [2.0, 8.0]];

@@ -8,7 +8,7 @@ use std::path::Path;
 use common::{gpu_or_skip, Rng};
 use wgpu_learn::backend::{Backend, Batch};
 use wgpu_learn::data::mnist::load_idx_dir;
-use wgpu_learn::gpu::{FeatureStorage, GpuBackend, GpuOptions, LogitsKernel};
+use wgpu_learn::gpu::{FeatureStorage, GpuBackend, GpuOptions, StepKernels};
 use wgpu_learn::{Dataset, Error, Split, Splits};
 
 const CLASSES: usize = 10;
@@ -46,19 +46,19 @@ fn mnist_subset() -> Splits {
 }
 
 fn gpu(splits: &Splits, batch_size: usize, storage: FeatureStorage) -> Option<GpuBackend> {
-    gpu_with_logits(splits, batch_size, storage, LogitsKernel::Auto)
+    gpu_with_step_kernels(splits, batch_size, storage, StepKernels::Auto)
 }
 
-fn gpu_with_logits(
+fn gpu_with_step_kernels(
     splits: &Splits,
     batch_size: usize,
     storage: FeatureStorage,
-    logits: LogitsKernel,
+    kernels: StepKernels,
 ) -> Option<GpuBackend> {
     let options = GpuOptions::default()
         .with_batch_size(batch_size)
         .with_feature_storage(storage)
-        .with_logits_kernel(logits);
+        .with_step_kernels(kernels);
     gpu_or_skip(GpuBackend::new(splits, options))
 }
 
@@ -128,18 +128,19 @@ fn u8_matches_f32_on_mnist() {
 fn u8_packs_rows_of_odd_width() {
     // Rows of 3 and 785 bytes start in the middle of u32 words, and the
     // row counts leave partial words at the end of each split.
-    for (features, logits) in [
-        (3, LogitsKernel::Tiles),
-        (785, LogitsKernel::Tiles),
-        (3, LogitsKernel::Split),
-        (785, LogitsKernel::Split),
+    for (features, kernels) in [
+        (3, StepKernels::Tiles),
+        (785, StepKernels::Tiles),
+        (3, StepKernels::Split),
+        (785, StepKernels::Split),
     ] {
         let splits = byte_splits(features, [601, 203, 97]);
-        let Some(mut bytes) = gpu_with_logits(&splits, 64, FeatureStorage::U8, logits) else {
+        let Some(mut bytes) = gpu_with_step_kernels(&splits, 64, FeatureStorage::U8, kernels)
+        else {
             return;
         };
-        let mut floats = gpu_with_logits(&splits, 64, FeatureStorage::F32, logits).unwrap();
-        let case = format!("{features} features, logits {}", logits.name());
+        let mut floats = gpu_with_step_kernels(&splits, 64, FeatureStorage::F32, kernels).unwrap();
+        let case = format!("{features} features, step {}", kernels.name());
 
         let (bytes_model, bytes_errors) = train_and_evaluate(&mut bytes, &splits, 64);
         let (floats_model, floats_errors) = train_and_evaluate(&mut floats, &splits, 64);

@@ -10,7 +10,7 @@ use super::adapter::AdapterRequest;
 use super::chunks::{pieces, plan_chunks, ChunkLimit};
 use super::context::GpuContext;
 use super::kernels::{
-    evaluation_from_status, Bindings, Kernel, Kernels, LogitsKernel, Params, STATUS_ERRORS,
+    evaluation_from_status, Bindings, Kernel, Kernels, Params, StepKernels, STATUS_ERRORS,
     STATUS_LEN,
 };
 use super::network::NetworkEngine;
@@ -42,10 +42,10 @@ pub struct GpuOptions {
     /// Storage of the features on the GPU. Default [`FeatureStorage::Auto`]:
     /// bytes when every feature is `byte / 256`, f32 otherwise.
     pub feature_storage: FeatureStorage,
-    /// The logits kernel of the classic training step. Default
-    /// [`LogitsKernel::Auto`]: split across workgroups on hardware GPUs,
-    /// one invocation per tile on software adapters.
-    pub logits_kernel: LogitsKernel,
+    /// The kernels of the classic training step. Default
+    /// [`StepKernels::Auto`]: sums split across workgroups on hardware
+    /// GPUs, one invocation per output tile on software adapters.
+    pub step_kernels: StepKernels,
     /// Whether the trainer will set a training order with
     /// [`Backend::set_train_order`]. Default `false`. The classic kernels
     /// read rows in order, so a shuffled run uses the network kernels.
@@ -61,7 +61,7 @@ impl Default for GpuOptions {
             max_chunk_bytes: None,
             read_back_timeout: Duration::from_secs(300),
             feature_storage: FeatureStorage::Auto,
-            logits_kernel: LogitsKernel::Auto,
+            step_kernels: StepKernels::Auto,
             shuffled: false,
         }
     }
@@ -86,10 +86,10 @@ impl GpuOptions {
         self
     }
 
-    /// Sets the logits kernel of the classic training step (default
-    /// [`LogitsKernel::Auto`]).
-    pub fn with_logits_kernel(mut self, logits_kernel: LogitsKernel) -> Self {
-        self.logits_kernel = logits_kernel;
+    /// Sets the kernels of the classic training step (default
+    /// [`StepKernels::Auto`]).
+    pub fn with_step_kernels(mut self, step_kernels: StepKernels) -> Self {
+        self.step_kernels = step_kernels;
         self
     }
 
@@ -205,12 +205,12 @@ impl GpuBackend {
         }
     }
 
-    /// Returns the classic step's logits kernel, [`LogitsKernel::Tiles`] or
-    /// [`LogitsKernel::Split`], or `None` when the backend trains with the
+    /// Returns the classic step's kernels, [`StepKernels::Tiles`] or
+    /// [`StepKernels::Split`], or `None` when the backend trains with the
     /// network kernels.
-    pub fn logits_kernel(&self) -> Option<LogitsKernel> {
+    pub fn step_kernels(&self) -> Option<StepKernels> {
         match &self.engine {
-            Engine::Classic(engine) => Some(engine.kernels.logits_kernel()),
+            Engine::Classic(engine) => Some(engine.kernels.step_kernels()),
             Engine::Network(_) => None,
         }
     }
@@ -386,7 +386,7 @@ impl ClassicEngine {
             &context,
             options.workgroup_size,
             feature_storage,
-            options.logits_kernel,
+            options.step_kernels,
         )?;
         let features = splits.n_features();
         let classes = splits.n_classes();
@@ -701,10 +701,10 @@ impl ClassicEngine {
 impl Backend for ClassicEngine {
     fn description(&self) -> String {
         format!(
-            "{}, features {}, logits {}",
+            "{}, features {}, step {}",
             self.context.description(),
             self.feature_storage.name(),
-            self.kernels.logits_kernel().name()
+            self.kernels.step_kernels().name()
         )
     }
 

@@ -61,71 +61,75 @@ const TILE_ROWS: u64 = 8;
 /// in `shaders/logits_split.wgsl`.
 const SPLIT_ROWS: u64 = 4;
 
-/// Workgroup memory of the split logits kernel per invocation: one
-/// `mat4x4<f32>` of partial sums.
-const SPLIT_BYTES_PER_INVOCATION: u32 = 64;
+/// Workgroup memory per invocation of the split kernels: the update's two
+/// `mat4x4<f32>` of partial sums, twice the logits' one.
+const SPLIT_BYTES_PER_INVOCATION: u32 = 128;
 
 /// Workgroup size used when the caller does not choose one.
 pub const DEFAULT_WORKGROUP_SIZE: u32 = 64;
 
-/// The training step's logits kernel, a setting of
+/// The kernels of the classic training step that compute the logits and
+/// the gradient with its update, a setting of
 /// [`GpuOptions`](super::GpuOptions).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum LogitsKernel {
-    /// [`LogitsKernel::Split`] on hardware adapters whose workgroup storage
-    /// has room for its partial sums, [`LogitsKernel::Tiles`] on software adapters
-    /// such as lavapipe and otherwise.
+pub enum StepKernels {
+    /// [`StepKernels::Split`] on hardware adapters whose workgroup storage
+    /// has room for its partial sums, [`StepKernels::Tiles`] on software
+    /// adapters such as lavapipe and otherwise.
     #[default]
     Auto,
-    /// One invocation per tile of 8 rows by 4 classes, each summing all
-    /// features in order (`shaders/logits.wgsl`). Results do not depend on
-    /// the workgroup size.
+    /// One invocation per output tile, summing in order over all features
+    /// (`shaders/logits.wgsl`, 8 rows by 4 classes) or all rows
+    /// (`shaders/sgd_update.wgsl`, 8 parameters by 4 classes). Results do
+    /// not depend on the workgroup size.
     Tiles,
-    /// One workgroup per tile of 4 rows by 4 classes, whose invocations
-    /// split the features and add their partial sums in a fixed order
-    /// (`shaders/logits_split.wgsl`). Results depend on the workgroup size.
+    /// One workgroup per output tile, whose invocations split the features
+    /// (`shaders/logits_split.wgsl`, 4 rows by 4 classes) or the rows
+    /// (`shaders/sgd_update_split.wgsl`, 8 parameters by 4 classes) and add
+    /// their partial sums in a fixed order. Results depend on the workgroup
+    /// size.
     Split,
 }
 
-impl LogitsKernel {
+impl StepKernels {
     /// Returns the name used in descriptions: `auto`, `tiles` or `split`.
     pub fn name(self) -> &'static str {
         match self {
-            LogitsKernel::Auto => "auto",
-            LogitsKernel::Tiles => "tiles",
-            LogitsKernel::Split => "split",
+            StepKernels::Auto => "auto",
+            StepKernels::Tiles => "tiles",
+            StepKernels::Split => "split",
         }
     }
 
-    /// Resolves [`LogitsKernel::Auto`] for an adapter of `device_type` with
+    /// Resolves [`StepKernels::Auto`] for an adapter of `device_type` with
     /// `limits` and `workgroup_size` invocations per workgroup.
     ///
     /// # Errors
-    /// [`Error::Gpu`] if [`LogitsKernel::Split`] is requested and its
+    /// [`Error::Gpu`] if [`StepKernels::Split`] is requested and its
     /// partial sums do not fit the device's workgroup storage.
     fn resolve(
         self,
         device_type: wgpu::DeviceType,
         limits: &wgpu::Limits,
         workgroup_size: u32,
-    ) -> Result<LogitsKernel> {
+    ) -> Result<StepKernels> {
         let split_bytes = workgroup_size as u64 * SPLIT_BYTES_PER_INVOCATION as u64;
         let split_fits = split_bytes <= limits.max_compute_workgroup_storage_size as u64;
         match self {
-            LogitsKernel::Auto => {
+            StepKernels::Auto => {
                 let software = device_type == wgpu::DeviceType::Cpu;
                 Ok(if split_fits && !software {
-                    LogitsKernel::Split
+                    StepKernels::Split
                 } else {
-                    LogitsKernel::Tiles
+                    StepKernels::Tiles
                 })
             }
-            LogitsKernel::Split if !split_fits => Err(Error::Gpu {
+            StepKernels::Split if !split_fits => Err(Error::Gpu {
                 reason: format!(
-                    "the split logits kernel needs {split_bytes} bytes of workgroup storage with \
+                    "the split step kernels need {split_bytes} bytes of workgroup storage with \
                      {workgroup_size} invocations per workgroup, more than the device's \
                      max_compute_workgroup_storage_size of {}; use a smaller workgroup size or \
-                     the tiles kernel",
+                     the tiles kernels",
                     limits.max_compute_workgroup_storage_size
                 ),
             }),
@@ -141,6 +145,7 @@ pub(crate) enum Kernel {
     LogitsSplit,
     SoftmaxNll,
     SgdUpdate,
+    SgdUpdateSplit,
     Evaluate,
 }
 
@@ -151,15 +156,17 @@ impl Kernel {
             Kernel::LogitsSplit => shaders::LOGITS_SPLIT,
             Kernel::SoftmaxNll => shaders::SOFTMAX_NLL,
             Kernel::SgdUpdate => shaders::SGD_UPDATE,
+            Kernel::SgdUpdateSplit => shaders::SGD_UPDATE_SPLIT,
             Kernel::Evaluate => shaders::EVALUATE,
         }
     }
 
-    /// Invocations that a dispatch with `params` needs: one per row for
-    /// softmax_nll, a workgroup of `workgroup_size` per tile of
-    /// [`SPLIT_ROWS`] rows by [`CLASS_BLOCK`] classes for logits_split, and
-    /// one per tile of [`TILE_ROWS`] rows (or parameter rows) by
-    /// [`CLASS_BLOCK`] classes for the others.
+    /// Invocations that a dispatch with `params` needs. Softmax_nll takes
+    /// one per row. Logits_split takes a workgroup of `workgroup_size` per
+    /// tile of [`SPLIT_ROWS`] rows by [`CLASS_BLOCK`] classes, and
+    /// sgd_update_split one per tile of [`TILE_ROWS`] parameter rows by
+    /// [`CLASS_BLOCK`] classes. The others take one invocation per tile of
+    /// [`TILE_ROWS`] rows (or parameter rows) by [`CLASS_BLOCK`] classes.
     fn invocations(self, params: &Params, workgroup_size: u32) -> u64 {
         let row_tiles = (params.rows as u64).div_ceil(TILE_ROWS);
         let parameter_tiles = (params.features as u64 + 1).div_ceil(TILE_ROWS);
@@ -172,6 +179,7 @@ impl Kernel {
             Kernel::SoftmaxNll => params.rows as u64,
             Kernel::Evaluate => row_tiles,
             Kernel::SgdUpdate => parameter_tiles * blocks,
+            Kernel::SgdUpdateSplit => parameter_tiles * blocks * workgroup_size as u64,
         }
     }
 }
@@ -191,8 +199,8 @@ pub(crate) struct Bindings<'a> {
 /// The four compute pipelines and their bind group layout.
 pub(crate) struct Kernels {
     layout: wgpu::BindGroupLayout,
-    /// The logits kernel of the training step, never [`LogitsKernel::Auto`].
-    logits_kernel: LogitsKernel,
+    /// The kernels of the training step, never [`StepKernels::Auto`].
+    step_kernels: StepKernels,
     logits: wgpu::ComputePipeline,
     softmax_nll: wgpu::ComputePipeline,
     sgd_update: wgpu::ComputePipeline,
@@ -206,7 +214,7 @@ impl Kernels {
     /// Builds the pipelines with `workgroup_size` invocations per workgroup,
     /// or [`DEFAULT_WORKGROUP_SIZE`] capped by the device limits, reading
     /// features stored as `storage` ([`FeatureStorage::Auto`] reads f32),
-    /// with the training step's logits from `logits`.
+    /// with the training step's kernels chosen by `step`.
     ///
     /// # Errors
     /// [`Error::Gpu`] if the requested size exceeds a device limit (named in
@@ -215,12 +223,11 @@ impl Kernels {
         context: &GpuContext,
         workgroup_size: Option<u32>,
         storage: FeatureStorage,
-        logits: LogitsKernel,
+        step: StepKernels,
     ) -> Result<Self> {
         let limits = context.limits();
         let workgroup_size = choose_workgroup_size(limits, workgroup_size)?;
-        let logits_kernel =
-            logits.resolve(context.adapter().device_type, limits, workgroup_size)?;
+        let step_kernels = step.resolve(context.adapter().device_type, limits, workgroup_size)?;
         let params_stride =
             PARAMS_SIZE.next_multiple_of(limits.min_uniform_buffer_offset_alignment as u64);
 
@@ -244,14 +251,12 @@ impl Kernels {
                     workgroup_size,
                 )
             };
+            let (logits, sgd_update) = step_dispatches(step_kernels);
             Kernels {
-                logits: build(match logits_kernel {
-                    LogitsKernel::Split => Kernel::LogitsSplit,
-                    LogitsKernel::Auto | LogitsKernel::Tiles => Kernel::Logits,
-                }),
-                logits_kernel,
+                logits: build(logits),
+                step_kernels,
                 softmax_nll: build(Kernel::SoftmaxNll),
-                sgd_update: build(Kernel::SgdUpdate),
+                sgd_update: build(sgd_update),
                 evaluate: build(Kernel::Evaluate),
                 layout,
                 workgroup_size,
@@ -266,18 +271,20 @@ impl Kernels {
         self.workgroup_size
     }
 
-    /// Returns the training step's logits kernel, [`LogitsKernel::Tiles`]
-    /// or [`LogitsKernel::Split`].
-    pub fn logits_kernel(&self) -> LogitsKernel {
-        self.logits_kernel
+    /// Returns the training step's kernels, [`StepKernels::Tiles`] or
+    /// [`StepKernels::Split`].
+    pub fn step_kernels(&self) -> StepKernels {
+        self.step_kernels
     }
 
     /// Returns the kernel that computes a training batch's logits.
     pub fn logits_dispatch(&self) -> Kernel {
-        match self.logits_kernel {
-            LogitsKernel::Split => Kernel::LogitsSplit,
-            LogitsKernel::Auto | LogitsKernel::Tiles => Kernel::Logits,
-        }
+        step_dispatches(self.step_kernels).0
+    }
+
+    /// Returns the kernel that computes the gradients and updates.
+    pub fn update_dispatch(&self) -> Kernel {
+        step_dispatches(self.step_kernels).1
     }
 
     /// Distance in bytes between [`Params`] slots in a uniform buffer:
@@ -343,11 +350,12 @@ impl Kernels {
         params_offset: u32,
         params: &Params,
     ) -> Result<()> {
-        for kernel in [
+        let kernels = [
             self.logits_dispatch(),
             Kernel::SoftmaxNll,
-            Kernel::SgdUpdate,
-        ] {
+            self.update_dispatch(),
+        ];
+        for kernel in kernels {
             self.encode(pass, kernel, bind_group, params_offset, params)?;
         }
         Ok(())
@@ -389,7 +397,14 @@ impl Kernels {
                 &self.logits
             }
             Kernel::SoftmaxNll => &self.softmax_nll,
-            Kernel::SgdUpdate => &self.sgd_update,
+            Kernel::SgdUpdate | Kernel::SgdUpdateSplit => {
+                debug_assert_eq!(
+                    kernel,
+                    self.update_dispatch(),
+                    "only one update kernel is built"
+                );
+                &self.sgd_update
+            }
             Kernel::Evaluate => &self.evaluate,
         }
     }
@@ -403,6 +418,15 @@ impl Kernels {
             self.workgroup_size,
             self.max_workgroups_per_dimension,
         )
+    }
+}
+
+/// Returns the logits and the update kernel of `step`, which must be
+/// resolved.
+fn step_dispatches(step: StepKernels) -> (Kernel, Kernel) {
+    match step {
+        StepKernels::Split => (Kernel::LogitsSplit, Kernel::SgdUpdateSplit),
+        StepKernels::Auto | StepKernels::Tiles => (Kernel::Logits, Kernel::SgdUpdate),
     }
 }
 
@@ -588,58 +612,50 @@ mod tests {
     }
 
     #[test]
-    fn auto_logits_kernel_splits_on_hardware_only() {
+    fn auto_step_kernels_split_on_hardware_only() {
         let limits = wgpu::Limits::default();
-        let resolve = |kernel: LogitsKernel, device_type, size| {
-            kernel.resolve(device_type, &limits, size).unwrap()
+        let resolve = |kernels: StepKernels, device_type, size| {
+            kernels.resolve(device_type, &limits, size).unwrap()
         };
         use wgpu::DeviceType::{Cpu, DiscreteGpu, IntegratedGpu};
-        assert_eq!(
-            resolve(LogitsKernel::Auto, DiscreteGpu, 64),
-            LogitsKernel::Split
-        );
-        assert_eq!(
-            resolve(LogitsKernel::Auto, IntegratedGpu, 256),
-            LogitsKernel::Split
-        );
-        assert_eq!(resolve(LogitsKernel::Auto, Cpu, 64), LogitsKernel::Tiles);
-        // 512 invocations need 32 KiB, past the default 16 KiB of storage.
-        assert_eq!(
-            resolve(LogitsKernel::Auto, DiscreteGpu, 512),
-            LogitsKernel::Tiles
-        );
-        assert_eq!(resolve(LogitsKernel::Split, Cpu, 64), LogitsKernel::Split);
-        assert_eq!(
-            resolve(LogitsKernel::Tiles, DiscreteGpu, 64),
-            LogitsKernel::Tiles
-        );
+        use StepKernels::{Auto, Split, Tiles};
+        assert_eq!(resolve(Auto, DiscreteGpu, 64), Split);
+        assert_eq!(resolve(Auto, IntegratedGpu, 128), Split);
+        assert_eq!(resolve(Auto, Cpu, 64), Tiles);
+        // 256 invocations need 32 KiB, past the default 16 KiB of storage.
+        assert_eq!(resolve(Auto, DiscreteGpu, 256), Tiles);
+        assert_eq!(resolve(Split, Cpu, 64), Split);
+        assert_eq!(resolve(Tiles, DiscreteGpu, 64), Tiles);
     }
 
     #[test]
-    fn split_logits_kernel_rejects_too_large_workgroup() {
+    fn split_step_kernels_reject_too_large_workgroup() {
         let limits = wgpu::Limits::default();
-        let error = LogitsKernel::Split
-            .resolve(wgpu::DeviceType::DiscreteGpu, &limits, 512)
+        let error = StepKernels::Split
+            .resolve(wgpu::DeviceType::DiscreteGpu, &limits, 256)
             .unwrap_err();
         let message = error.to_string();
         assert!(
             message.contains("max_compute_workgroup_storage_size of 16384"),
             "{message}"
         );
-        assert!(message.contains("32768 bytes"), "{message}");
+        assert!(message.contains("need 32768 bytes"), "{message}");
     }
 
     #[test]
-    fn split_logits_dispatch_has_workgroup_per_tile() {
+    fn split_dispatches_have_workgroup_per_tile() {
         let params = Params {
             rows: 600,
             features: 784,
             classes: 10,
             ..Params::default()
         };
-        // 150 tiles of 4 rows by 3 blocks of 4 classes.
+        // Logits: 150 tiles of 4 rows by 3 blocks of 4 classes.
         assert_eq!(Kernel::LogitsSplit.invocations(&params, 64), 450 * 64);
         assert_eq!(Kernel::Logits.invocations(&params, 64), 75 * 3);
+        // Update: 99 tiles of 8 of the 785 parameter rows by 3 blocks.
+        assert_eq!(Kernel::SgdUpdateSplit.invocations(&params, 64), 297 * 64);
+        assert_eq!(Kernel::SgdUpdate.invocations(&params, 64), 297);
     }
 
     #[test]

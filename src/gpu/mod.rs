@@ -30,6 +30,6 @@ pub use adapter::{
 };
 pub use backend::{GpuBackend, GpuCounters, GpuOptions};
 pub use context::GpuContext;
-pub use kernels::LogitsKernel;
+pub use kernels::StepKernels;
 pub use runner::{KernelRunner, SgdUpdateOutput, SoftmaxNllOutput};
 pub use storage::FeatureStorage;

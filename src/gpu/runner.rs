@@ -12,7 +12,7 @@ use wgpu::util::DeviceExt;
 use super::adapter::AdapterRequest;
 use super::context::GpuContext;
 use super::kernels::{
-    Bindings, Kernel, Kernels, LogitsKernel, Params, STATUS_ERRORS, STATUS_FIRST_NON_FINITE_STEP,
+    Bindings, Kernel, Kernels, Params, StepKernels, STATUS_ERRORS, STATUS_FIRST_NON_FINITE_STEP,
     STATUS_LEN,
 };
 use super::storage::FeatureStorage;
@@ -74,30 +74,32 @@ impl KernelRunner {
     /// # Errors
     /// [`Error::NoAdapter`] if no adapter matches, [`Error::Gpu`] otherwise.
     pub fn new(request: &AdapterRequest, workgroup_size: Option<u32>) -> Result<Self> {
-        Self::with_logits_kernel(request, workgroup_size, LogitsKernel::Tiles)
+        Self::with_step_kernels(request, workgroup_size, StepKernels::Tiles)
     }
 
-    /// As [`KernelRunner::new`], with [`KernelRunner::logits`] running the
-    /// logits kernel that `logits` selects for this adapter.
+    /// As [`KernelRunner::new`], with [`KernelRunner::logits`] and
+    /// [`KernelRunner::sgd_update`] running the kernels that `step` selects
+    /// for this adapter.
     ///
     /// # Errors
-    /// As [`KernelRunner::new`], and [`Error::Gpu`] if the split kernel is
+    /// As [`KernelRunner::new`], and [`Error::Gpu`] if the split kernels are
     /// requested with a workgroup size whose partial sums do not fit the
     /// device's workgroup storage.
-    pub fn with_logits_kernel(
+    pub fn with_step_kernels(
         request: &AdapterRequest,
         workgroup_size: Option<u32>,
-        logits: LogitsKernel,
+        step: StepKernels,
     ) -> Result<Self> {
         let context = GpuContext::new(request)?;
-        let kernels = Kernels::new(&context, workgroup_size, FeatureStorage::F32, logits)?;
+        let kernels = Kernels::new(&context, workgroup_size, FeatureStorage::F32, step)?;
         Ok(KernelRunner { context, kernels })
     }
 
-    /// Returns the logits kernel that [`KernelRunner::logits`] runs,
-    /// [`LogitsKernel::Tiles`] or [`LogitsKernel::Split`].
-    pub fn logits_kernel(&self) -> LogitsKernel {
-        self.kernels.logits_kernel()
+    /// Returns the kernels that [`KernelRunner::logits`] and
+    /// [`KernelRunner::sgd_update`] run, [`StepKernels::Tiles`] or
+    /// [`StepKernels::Split`].
+    pub fn step_kernels(&self) -> StepKernels {
+        self.kernels.step_kernels()
     }
 
     /// Returns the device the kernels run on.
@@ -111,7 +113,7 @@ impl KernelRunner {
     }
 
     /// Computes `x · weights + bias` (`n x k`) with the logits kernel of
-    /// [`KernelRunner::logits_kernel`].
+    /// [`KernelRunner::step_kernels`].
     ///
     /// # Errors
     /// [`Error::Shape`] if the shapes disagree, [`Error::Gpu`] if the run fails.
@@ -180,7 +182,8 @@ impl KernelRunner {
         })
     }
 
-    /// Runs the `sgd_update` kernel: `weights -= learning_rate * xᵀ·gradient`
+    /// Runs the update kernel of [`KernelRunner::step_kernels`]:
+    /// `weights -= learning_rate * xᵀ·gradient`
     /// and `bias -= learning_rate * column sums of gradient`, recording
     /// `step` if an updated parameter is not finite.
     ///
@@ -217,7 +220,7 @@ impl KernelRunner {
         let weights = weights.as_standard_layout();
         let bias = bias.to_vec();
         let outputs = self.run(
-            Kernel::SgdUpdate,
+            self.kernels.update_dispatch(),
             &params,
             Inputs {
                 features: slice(&x),

@@ -45,6 +45,9 @@ pub(crate) const LOGITS_SPLIT: KernelSource = kernel_source!("logits_split");
 pub(crate) const SOFTMAX_NLL: KernelSource = kernel_source!("softmax_nll");
 /// Weight and bias gradients fused with the SGD update.
 pub(crate) const SGD_UPDATE: KernelSource = kernel_source!("sgd_update");
+/// The gradients fused with the update, with the sum over rows split
+/// across a workgroup, for hardware GPUs.
+pub(crate) const SGD_UPDATE_SPLIT: KernelSource = kernel_source!("sgd_update_split");
 /// Logits, argmax and error count for evaluation.
 pub(crate) const EVALUATE: KernelSource = kernel_source!("evaluate");
 
