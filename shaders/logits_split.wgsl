@@ -66,6 +66,9 @@ fn main(
             partial[local] += partial[local + width];
         }
     }
+    // NOTE: lavapipe runs a workgroup's invocations in chunks, one after
+    // another between barriers, so the tests pass without this barrier;
+    // on a hardware GPU the reads of partial[0] below would race.
     workgroupBarrier();
 
     // Invocations store the tile's outputs, several each when the

@@ -100,6 +100,9 @@ fn main(
             partial[local][1] += partial[local + width][1];
         }
     }
+    // NOTE: lavapipe runs a workgroup's invocations in chunks, one after
+    // another between barriers, so the tests pass without this barrier;
+    // on a hardware GPU the reads of partial[0] below would race.
     workgroupBarrier();
 
     // Invocations apply the tile's updates, several each when the workgroup

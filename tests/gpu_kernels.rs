@@ -8,9 +8,11 @@ use ndarray::{array, Array1, Array2};
 use wgpu_learn::cpu::ops;
 use wgpu_learn::gpu::{AdapterRequest, KernelRunner, StepKernels};
 
-const ROWS: [usize; 3] = [1, 7, 601];
-const FEATURES: [usize; 3] = [3, 784, 785];
-const CLASSES: [usize; 3] = [2, 10, 17];
+/// Shapes around the tile sizes (4 and 8 rows or parameter rows, 4
+/// classes): the bias row falls at several positions of a parameter tile.
+const ROWS: [usize; 5] = [1, 4, 7, 8, 601];
+const FEATURES: [usize; 5] = [1, 3, 6, 784, 785];
+const CLASSES: [usize; 5] = [1, 2, 4, 10, 17];
 
 /// Sums of up to 785 products of values in [-1, 1] are summed sequentially
 /// on the GPU and in blocks on the CPU. The two differ by rounding of at most
@@ -350,7 +352,7 @@ fn split_sgd_update_flags_non_finite_parameter() {
     if runner().is_none() {
         return;
     }
-    for size in [1, 64] {
+    for size in [1, 7, 48, 64] {
         sgd_update_flags_non_finite_parameter_on(&split_runner(size));
     }
 }
@@ -378,6 +380,28 @@ fn sgd_update_flags_non_finite_parameter_on(runner: &KernelRunner) {
         huge.weights
     );
     assert_eq!(huge.first_non_finite_step, Some(9));
+
+    // Zero features leave the weights at 0, and the first bias gradient,
+    // 2 + 2 = 4, overflows alone.
+    let zeros = Array2::<f32>::zeros((2, 2));
+    let gradient = array![[2.0f32, 0.0], [2.0, 0.0]];
+    let bias_only = runner
+        .sgd_update(
+            zeros.view(),
+            gradient.view(),
+            w.view(),
+            b.view(),
+            f32::MAX,
+            11,
+        )
+        .unwrap();
+    assert!(
+        bias_only.weights.iter().all(|w| *w == 0.0),
+        "{:?}",
+        bias_only.weights
+    );
+    assert_eq!(bias_only.bias[0], f32::NEG_INFINITY);
+    assert_eq!(bias_only.first_non_finite_step, Some(11));
 }
 
 #[test]

@@ -129,7 +129,8 @@ impl KernelRunner {
         let x = x.as_standard_layout();
         let weights = weights.as_standard_layout();
         let bias = bias.to_vec();
-        let scratch = vec![0.0; rows * classes];
+        // NaN marks every logit that the kernel fails to store.
+        let scratch = vec![f32::NAN; rows * classes];
         let outputs = self.run(
             self.kernels.logits_dispatch(),
             &params,
