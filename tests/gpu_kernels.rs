@@ -116,6 +116,73 @@ fn split_logits_repeat_exactly() {
 }
 
 #[test]
+fn kernels_match_on_two_dimensional_grids() {
+    if runner().is_none() {
+        return;
+    }
+    let mut rng = Rng::new(23);
+    let (rows, features, classes) = (601, 785, 17);
+    let x = matrix(&mut rng, rows, features, 1.0);
+    let w = matrix(&mut rng, features, classes, 1.0);
+    let b = Array1::from(rng.vec(classes, -1.0, 1.0));
+    let gradient = matrix(&mut rng, rows, classes, 1.0 / rows as f32);
+    let labels = rng.labels(rows, classes);
+    for (kernels, size) in [
+        (StepKernels::Tiles, 7),
+        (StepKernels::Split, 7),
+        (StepKernels::Split, 64),
+    ] {
+        let one_dimension =
+            KernelRunner::with_step_kernels(&AdapterRequest::any(), Some(size), kernels).unwrap();
+        // With at most 30 workgroups a dimension, every dispatch here but
+        // the error count's needs a second dimension and leaves some
+        // workgroups past the last tile; the largest, 755 workgroups of
+        // split logits, still fits 30 x 30.
+        let two_dimensions =
+            KernelRunner::with_step_kernels(&AdapterRequest::any(), Some(size), kernels)
+                .unwrap()
+                .with_workgroups_per_dimension(30);
+        let case = format!("{} kernels, workgroup {size}", kernels.name());
+        let logits = |runner: &KernelRunner| runner.logits(x.view(), w.view(), b.view()).unwrap();
+        assert_eq!(
+            logits(&one_dimension),
+            logits(&two_dimensions),
+            "logits, {case}"
+        );
+        let update = |runner: &KernelRunner| {
+            runner
+                .sgd_update(x.view(), gradient.view(), w.view(), b.view(), 0.5, 1)
+                .unwrap()
+        };
+        assert_eq!(
+            update(&one_dimension),
+            update(&two_dimensions),
+            "update, {case}"
+        );
+        let softmax = |runner: &KernelRunner| {
+            runner
+                .softmax_nll(gradient.view(), &labels, 1.0, 1)
+                .unwrap()
+        };
+        assert_eq!(
+            softmax(&one_dimension),
+            softmax(&two_dimensions),
+            "softmax, {case}"
+        );
+        let errors = |runner: &KernelRunner| {
+            runner
+                .count_errors(x.view(), w.view(), b.view(), &labels)
+                .unwrap()
+        };
+        assert_eq!(
+            errors(&one_dimension),
+            errors(&two_dimensions),
+            "errors, {case}"
+        );
+    }
+}
+
+#[test]
 fn auto_step_kernels_follow_device_type() {
     let Some(runner) = gpu_or_skip(KernelRunner::with_step_kernels(
         &AdapterRequest::any(),

@@ -271,6 +271,12 @@ impl Kernels {
         self.workgroup_size
     }
 
+    /// Lowers the workgroups per grid dimension to at most `cap`, so that
+    /// tests reach the two-dimensional grids that large dispatches use.
+    pub fn cap_workgroups_per_dimension(&mut self, cap: u32) {
+        self.max_workgroups_per_dimension = self.max_workgroups_per_dimension.min(cap.max(1));
+    }
+
     /// Returns the training step's kernels, [`StepKernels::Tiles`] or
     /// [`StepKernels::Split`].
     pub fn step_kernels(&self) -> StepKernels {

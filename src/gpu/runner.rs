@@ -102,6 +102,14 @@ impl KernelRunner {
         self.kernels.step_kernels()
     }
 
+    /// Lowers the workgroups per grid dimension of every dispatch to at most
+    /// `cap` (at least 1), so that small inputs already need the
+    /// two-dimensional grids that large ones use.
+    pub fn with_workgroups_per_dimension(mut self, cap: u32) -> Self {
+        self.kernels.cap_workgroups_per_dimension(cap);
+        self
+    }
+
     /// Returns the device the kernels run on.
     pub fn context(&self) -> &GpuContext {
         &self.context
