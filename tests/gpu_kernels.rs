@@ -134,10 +134,10 @@ fn kernels_match_on_two_dimensional_grids() {
     ] {
         let one_dimension =
             KernelRunner::with_step_kernels(&AdapterRequest::any(), Some(size), kernels).unwrap();
-        // With at most 30 workgroups a dimension, every dispatch here but
-        // the error count's needs a second dimension and leaves some
-        // workgroups past the last tile; the largest, 755 workgroups of
-        // split logits, still fits 30 x 30.
+        // With at most 30 workgroups a dimension, every logits and update
+        // dispatch here needs a second dimension, and so does the softmax
+        // at workgroup size 7. Each leaves some workgroups past the last
+        // tile. The largest, 755 workgroups of split logits, fits 30 x 30.
         let two_dimensions =
             KernelRunner::with_step_kernels(&AdapterRequest::any(), Some(size), kernels)
                 .unwrap()
