@@ -3,17 +3,16 @@
 // rows by CLASS_BLOCK classes, row tiles fastest. Invocation t sums
 // features t, t + WORKGROUP_SIZE, t + 2 * WORKGROUP_SIZE and so on in
 // order, so neighbouring invocations read neighbouring features of a row.
-// The workgroup then adds the partial sums pairwise in a fixed order:
-// results repeat from run to run but depend on the workgroup size.
+// reduce_workgroup (split_reduce.wgsl) then adds the partial sums in a
+// fixed order: results repeat from run to run but depend on the workgroup
+// size.
 //
 // A hardware GPU runs many invocations at once, and logits.wgsl launches
-// only one per tile of 8 rows, 225 for a batch of 600 MNIST rows; this
-// kernel launches a workgroup per tile instead. The host picks it for
-// hardware adapters whose workgroup storage holds `partial`.
+// only one per tile of 8 rows, 225 for a batch of 600 MNIST rows. This
+// kernel launches a workgroup per tile instead, and the host picks it for
+// hardware adapters.
 
 const SPLIT_ROWS: u32 = 4u;
-
-var<workgroup> partial: array<mat4x4<f32>, WORKGROUP_SIZE>;
 
 @compute @workgroup_size(WORKGROUP_SIZE)
 fn main(
@@ -33,43 +32,17 @@ fn main(
     let columns = block_columns(block);
     let x_start = (tile_rows(first_row) + vec4<u32>(params.row_offset)) * d;
 
-    var sums = mat4x4<f32>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    let zero = mat4x4<f32>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var sums = zero;
     for (var i = local; i < d; i += WORKGROUP_SIZE) {
-        let w_start = i * k;
-        let w = vec4<f32>(
-            weights[w_start + columns.x],
-            weights[w_start + columns.y],
-            weights[w_start + columns.z],
-            weights[w_start + columns.w],
-        );
+        let w = class_weights(i, columns);
         sums[0] += load_feature(x_start.x + i) * w;
         sums[1] += load_feature(x_start.y + i) * w;
         sums[2] += load_feature(x_start.z + i) * w;
         sums[3] += load_feature(x_start.w + i) * w;
     }
-    partial[local] = sums;
-
-    // Fold the invocations from the largest power of two up into the ones
-    // below it, then halve the width until one sum is left.
-    var width = 1u;
-    while width * 2u <= WORKGROUP_SIZE {
-        width *= 2u;
-    }
-    workgroupBarrier();
-    if local + width < WORKGROUP_SIZE {
-        partial[local] += partial[local + width];
-    }
-    while width > 1u {
-        width /= 2u;
-        workgroupBarrier();
-        if local < width {
-            partial[local] += partial[local + width];
-        }
-    }
-    // NOTE: lavapipe runs a workgroup's invocations in chunks, one after
-    // another between barriers, so the tests pass without this barrier;
-    // on a hardware GPU the reads of partial[0] below would race.
-    workgroupBarrier();
+    // The tile has 4 rows, so only the first matrix is summed.
+    let total = reduce_workgroup(local, array<mat4x4<f32>, 2>(sums, zero), 1u)[0];
 
     // Invocations store the tile's outputs, several each when the
     // workgroup has fewer invocations than the tile has outputs.
@@ -79,7 +52,7 @@ fn main(
         let row = first_row + r;
         let column = block * CLASS_BLOCK + j;
         if row < params.rows && column < k {
-            scratch[row * k + column] = partial[0][r][j] + bias[column];
+            scratch[row * k + column] = total[r][j] + bias[column];
         }
     }
 }

@@ -29,55 +29,13 @@ fn main(
     }
     let first_parameter = (index % parameter_tiles) * TILE_ROWS;
     let block = index / parameter_tiles;
-    let parameters = vec4<u32>(first_parameter) + vec4<u32>(0u, 1u, 2u, 3u);
-    let parameters_high = parameters + vec4<u32>(4u);
-    // Feature columns of the tile, clamped into range for the bias row and
-    // for parameter rows past it; those use x = 1 or store nothing.
-    let x_columns = min(parameters, vec4<u32>(max(d, 1u) - 1u));
-    let is_feature = parameters < vec4<u32>(d);
-    let x_columns_high = min(parameters_high, vec4<u32>(max(d, 1u) - 1u));
-    let is_feature_high = parameters_high < vec4<u32>(d);
+    let tile = parameter_tile(first_parameter);
     let columns = block_columns(block);
 
-    var gradients = mat4x4<f32>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
-    var gradients_high = gradients;
+    let zero = mat4x4<f32>(vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0), vec4<f32>(0.0));
+    var sums = array<mat4x4<f32>, 2>(zero, zero);
     for (var r = 0u; r < params.rows; r++) {
-        let x_start = (params.row_offset + r) * d;
-        let x = select(
-            vec4<f32>(1.0),
-            vec4<f32>(
-                load_feature(x_start + x_columns.x),
-                load_feature(x_start + x_columns.y),
-                load_feature(x_start + x_columns.z),
-                load_feature(x_start + x_columns.w),
-            ),
-            is_feature,
-        );
-        let x_high = select(
-            vec4<f32>(1.0),
-            vec4<f32>(
-                load_feature(x_start + x_columns_high.x),
-                load_feature(x_start + x_columns_high.y),
-                load_feature(x_start + x_columns_high.z),
-                load_feature(x_start + x_columns_high.w),
-            ),
-            is_feature_high,
-        );
-        let g_start = r * k;
-        let g = vec4<f32>(
-            scratch[g_start + columns.x],
-            scratch[g_start + columns.y],
-            scratch[g_start + columns.z],
-            scratch[g_start + columns.w],
-        );
-        gradients[0] += x.x * g;
-        gradients[1] += x.y * g;
-        gradients[2] += x.z * g;
-        gradients[3] += x.w * g;
-        gradients_high[0] += x_high.x * g;
-        gradients_high[1] += x_high.y * g;
-        gradients_high[2] += x_high.z * g;
-        gradients_high[3] += x_high.w * g;
+        add_row_gradient(r, tile, columns, &sums);
     }
 
     let first = block * CLASS_BLOCK;
@@ -87,24 +45,12 @@ fn main(
         if parameter > d {
             break;
         }
-        var gradient = gradients_high[p % 4u];
-        if p < 4u {
-            gradient = gradients[p];
-        }
         for (var j = 0u; j < CLASS_BLOCK; j++) {
             let column = first + j;
             if column >= k {
                 break;
             }
-            var updated: f32;
-            if parameter == d {
-                updated = bias[column] - params.learning_rate * gradient[j];
-                bias[column] = updated;
-            } else {
-                let w_index = parameter * k + column;
-                updated = weights[w_index] - params.learning_rate * gradient[j];
-                weights[w_index] = updated;
-            }
+            let updated = apply_update(parameter, column, sums[p / 4u][p % 4u][j]);
             all_finite = all_finite && is_finite_f32(updated);
         }
     }

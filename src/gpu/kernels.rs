@@ -61,8 +61,8 @@ const TILE_ROWS: u64 = 8;
 /// in `shaders/logits_split.wgsl`.
 const SPLIT_ROWS: u64 = 4;
 
-/// Workgroup memory per invocation of the split kernels: the update's two
-/// `mat4x4<f32>` of partial sums, twice the logits' one.
+/// Workgroup memory per invocation of the split kernels: the two
+/// `mat4x4<f32>` of partial sums in `shaders/split_reduce.wgsl`.
 const SPLIT_BYTES_PER_INVOCATION: u32 = 128;
 
 /// Workgroup size used when the caller does not choose one.

@@ -19,6 +19,17 @@ macro_rules! kernel_source {
             source: include_str!(concat!("../../shaders/", $stem, ".wgsl")),
         }
     };
+    // A kernel that needs the declarations of another file first.
+    ($stem:literal after $part:literal) => {
+        KernelSource {
+            label: $stem,
+            source: concat!(
+                include_str!(concat!("../../shaders/", $part, ".wgsl")),
+                "\n",
+                include_str!(concat!("../../shaders/", $stem, ".wgsl"))
+            ),
+        }
+    };
 }
 
 /// Declarations that every kernel of both engines starts with: the status
@@ -40,14 +51,15 @@ pub(crate) const FEATURES_U8: &str = include_str!("../../shaders/features_u8.wgs
 pub(crate) const LOGITS: KernelSource = kernel_source!("logits");
 /// Logits of a training batch with each dot product split across a
 /// workgroup, for hardware GPUs.
-pub(crate) const LOGITS_SPLIT: KernelSource = kernel_source!("logits_split");
+pub(crate) const LOGITS_SPLIT: KernelSource = kernel_source!("logits_split" after "split_reduce");
 /// Softmax and NLL, replacing logits by their gradient.
 pub(crate) const SOFTMAX_NLL: KernelSource = kernel_source!("softmax_nll");
 /// Weight and bias gradients fused with the SGD update.
 pub(crate) const SGD_UPDATE: KernelSource = kernel_source!("sgd_update");
 /// The gradients fused with the update, with the sum over rows split
 /// across a workgroup, for hardware GPUs.
-pub(crate) const SGD_UPDATE_SPLIT: KernelSource = kernel_source!("sgd_update_split");
+pub(crate) const SGD_UPDATE_SPLIT: KernelSource =
+    kernel_source!("sgd_update_split" after "split_reduce");
 /// Logits, argmax and error count for evaluation.
 pub(crate) const EVALUATE: KernelSource = kernel_source!("evaluate");
 
