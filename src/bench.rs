@@ -105,7 +105,7 @@ pub fn run_protocol(
 }
 
 /// Characters of the device column, enough for a GPU description with its
-/// adapter, feature storage and logits kernel.
+/// adapter, feature storage and step kernels.
 const DEVICE_WIDTH: usize = 80;
 
 /// Formats rows as a plain-text table with the speed-up against the first

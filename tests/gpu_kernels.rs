@@ -31,7 +31,13 @@ fn matrix(rng: &mut Rng, rows: usize, columns: usize, scale: f32) -> Array2<f32>
 #[test]
 fn logits_match_cpu() {
     let Some(runner) = runner() else { return };
-    let mut rng = Rng::new(1);
+    logits_match_cpu_on(&runner, 1);
+}
+
+/// Checks the logits kernel of `runner` against the CPU operations on
+/// random inputs drawn with `seed`.
+fn logits_match_cpu_on(runner: &KernelRunner, seed: u64) {
+    let mut rng = Rng::new(seed);
     for rows in ROWS {
         for features in FEATURES {
             for classes in CLASSES {
@@ -40,9 +46,13 @@ fn logits_match_cpu() {
                 let b = Array1::from(rng.vec(classes, -1.0, 1.0));
                 let gpu = runner.logits(x.view(), w.view(), b.view()).unwrap();
                 let cpu = ops::logits(x.view(), w.view(), b.view());
-                let what = format!("logits {rows}x{features}x{classes}");
+                let case = format!(
+                    "logits {rows}x{features}x{classes}, {} kernels, workgroup {}",
+                    runner.step_kernels().name(),
+                    runner.workgroup_size()
+                );
                 assert_close(
-                    &what,
+                    &case,
                     gpu.as_slice().unwrap(),
                     cpu.as_slice().unwrap(),
                     SUM_RELATIVE,
@@ -55,7 +65,7 @@ fn logits_match_cpu() {
 
 /// Workgroup sizes for the split kernels: one invocation, sizes that are
 /// not powers of two, the default and the largest whose partial sums fit
-/// the 16 KiB of workgroup storage that every device offers.
+/// the 16 KiB of workgroup storage that WebGPU guarantees every device.
 const SPLIT_WORKGROUP_SIZES: [u32; 5] = [1, 7, 48, 64, 128];
 
 fn split_runner(workgroup_size: u32) -> KernelRunner {
@@ -74,29 +84,8 @@ fn split_logits_match_cpu() {
     if runner().is_none() {
         return;
     }
-    let mut rng = Rng::new(21);
     for size in SPLIT_WORKGROUP_SIZES {
-        let runner = split_runner(size);
-        for rows in ROWS {
-            for features in FEATURES {
-                for classes in CLASSES {
-                    let x = matrix(&mut rng, rows, features, 1.0);
-                    let w = matrix(&mut rng, features, classes, 1.0);
-                    let b = Array1::from(rng.vec(classes, -1.0, 1.0));
-                    let gpu = runner.logits(x.view(), w.view(), b.view()).unwrap();
-                    let cpu = ops::logits(x.view(), w.view(), b.view());
-                    let case =
-                        format!("split logits {rows}x{features}x{classes}, workgroup {size}");
-                    assert_close(
-                        &case,
-                        gpu.as_slice().unwrap(),
-                        cpu.as_slice().unwrap(),
-                        SUM_RELATIVE,
-                        SUM_ABSOLUTE,
-                    );
-                }
-            }
-        }
+        logits_match_cpu_on(&split_runner(size), 20 + u64::from(size));
     }
 }
 
@@ -381,7 +370,7 @@ fn sgd_update_matches_cpu_on(runner: &KernelRunner, seed: u64) {
                     bias_gradient.view(),
                     learning_rate,
                 );
-                let what = format!(
+                let case = format!(
                     "{rows}x{features}x{classes}, {} kernels, workgroup {}",
                     runner.step_kernels().name(),
                     runner.workgroup_size()
@@ -389,20 +378,20 @@ fn sgd_update_matches_cpu_on(runner: &KernelRunner, seed: u64) {
                 // Each gradient sums `rows` products of magnitude at most
                 // 1/rows, so the sum is at most 1 and 1e-5 covers rounding.
                 assert_close(
-                    &format!("weights {what}"),
+                    &format!("weights {case}"),
                     gpu.weights.as_slice().unwrap(),
                     cpu_w.as_slice().unwrap(),
                     1e-5,
                     1e-5,
                 );
                 assert_close(
-                    &format!("bias {what}"),
+                    &format!("bias {case}"),
                     gpu.bias.as_slice().unwrap(),
                     cpu_b.as_slice().unwrap(),
                     1e-5,
                     1e-5,
                 );
-                assert_eq!(gpu.first_non_finite_step, None, "{what}");
+                assert_eq!(gpu.first_non_finite_step, None, "{case}");
             }
         }
     }

@@ -732,11 +732,7 @@ mod tests {
         let x = pseudo_random(rows * d, 4);
         let labels: Vec<u32> = (0..rows as u32).map(|r| r % k as u32).collect();
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
+            crate::cpu::with_threads(threads, || {
                 let mut params = FusedParams::zeros(d, k);
                 for _ in 0..3 {
                     sgd_step(&mut params, &x, &labels, 0.5);

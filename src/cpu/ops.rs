@@ -263,11 +263,7 @@ mod tests {
         let x = Array2::from_shape_fn((n, d), |(r, c)| (((r * 31 + c * 17) % 97) as f32).sin());
         let labels: Vec<u32> = (0..n as u32).map(|r| r % k as u32).collect();
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
+            crate::cpu::with_threads(threads, || {
                 let mut w = Array2::<f32>::zeros((d, k));
                 let mut b = Array1::<f32>::zeros(k);
                 for _ in 0..3 {

@@ -190,12 +190,12 @@ impl SparseRows {
     }
 }
 
-/// One row's nonzero entries split into [`LANES`] lists by accumulator,
-/// kept from row to row so that building rows allocates nothing per row.
+/// Room for one row's nonzero entries split into [`LANES`] lists by
+/// accumulator, kept from row to row so that building rows allocates
+/// nothing per row.
 struct LaneLists {
-    /// List `lane` is `entries[lane * capacity..][..lengths[lane]]`.
+    /// List `lane` starts at `entries[lane * capacity]`.
     entries: Vec<u32>,
-    lengths: [usize; LANES],
     capacity: usize,
 }
 
@@ -204,7 +204,6 @@ impl LaneLists {
         let capacity = features.div_ceil(LANES);
         LaneLists {
             entries: vec![0; LANES * capacity],
-            lengths: [0; LANES],
             capacity,
         }
     }
@@ -215,7 +214,7 @@ impl LaneLists {
         let features = row.len();
         debug_assert_eq!(features.div_ceil(LANES), self.capacity);
         // Every feature is written, and a zero one is then overwritten by
-        // the next feature of its list: no branch on the pixel value.
+        // the next feature of its list, so there is no branch on the pixel.
         let mut lengths = [0; LANES];
         let lists = &mut self.entries[..LANES * self.capacity];
         for (eight, bytes) in row.chunks(LANES).enumerate() {
@@ -225,20 +224,19 @@ impl LaneLists {
                 lengths[lane] += usize::from(byte != 0);
             }
         }
-        self.lengths = lengths;
 
         let mut order: [usize; LANES] = std::array::from_fn(|lane| lane);
-        order.sort_by_key(|&lane| std::cmp::Reverse(self.lengths[lane]));
+        order.sort_by_key(|&lane| std::cmp::Reverse(lengths[lane]));
         let layout = RowLayout {
-            lengths: order.map(|lane| self.lengths[lane] as u32),
+            lengths: order.map(|lane| lengths[lane] as u32),
             lanes: order.map(|lane| lane as u8),
         };
         let padding = (features as u32) << 10;
         for group in order.chunks_exact(GROUP) {
-            let longest = self.lengths[group[0]];
+            let longest = lengths[group[0]];
             for t in 0..longest {
                 for &lane in group {
-                    entries.push(if t < self.lengths[lane] {
+                    entries.push(if t < lengths[lane] {
                         self.entries[lane * self.capacity + t]
                     } else {
                         padding
@@ -932,11 +930,7 @@ mod tests {
         let sparse = SparseRows::from_bytes(&bytes, d);
         let order: Vec<u32> = (0..rows as u32).collect();
         let run = |threads: usize| {
-            let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(threads)
-                .build()
-                .unwrap();
-            pool.install(|| {
+            crate::cpu::with_threads(threads, || {
                 let mut trainer = SparseTrainer::new(&FusedParams::zeros(d, k)).unwrap();
                 for _ in 0..3 {
                     trainer.step(&sparse, &order, &labels, 0.5);

@@ -17,8 +17,8 @@ pub fn feature_byte(value: f32) -> Option<u8> {
 }
 
 /// Returns `value * 256` cast to a byte (saturating, NaN to 0) and whether
-/// that byte gives `value` back bit for bit. Has no branch, so that loops
-/// over many values vectorise.
+/// that byte converts back to `value` bit for bit. It has no branch, so
+/// loops over many values vectorise.
 #[inline(always)]
 fn nearest_byte(value: f32) -> (u8, bool) {
     let byte = (value * 256.0) as u8;

@@ -73,9 +73,9 @@ pub fn read_idx_dir(dir: &Path) -> Result<IdxMnist> {
     let test_images_path = find_file(dir, TEST_IMAGES)?;
     let test_labels_path = find_file(dir, TEST_LABELS)?;
 
-    // The training images take most of the time; the other three files
-    // decompress on the second thread meanwhile. Errors are returned in
-    // file order, as a sequential read returns them.
+    // The training images take most of the time, so the other three files
+    // decompress on a second thread meanwhile. Errors are returned in file
+    // order, as a sequential read returns them.
     let (train_images, (train_labels, test_images, test_labels)) = rayon::join(
         || idx::read_images(&train_images_path),
         || {

@@ -204,8 +204,8 @@ impl std::fmt::Display for Split {
 }
 
 /// Returns the index of the first value that is NaN or infinite. Scans
-/// blocks in parallel with a branch-free test per value, and only the block
-/// that holds a non-finite value one by one.
+/// blocks in parallel with a branch-free test per value, then the first
+/// block that contains a non-finite value one value at a time.
 fn first_non_finite(values: &[f32]) -> Option<usize> {
     const BLOCK: usize = 1 << 14;
     let block = values
